@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("linkloop-loadtest: not built yet");
+    std::process::exit(2);
+}

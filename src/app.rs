@@ -1,0 +1,235 @@
+//! Wiring: config → [`App`] (keys, Redis, metrics) → router → server.
+//!
+//! [`Application::build`] binds the listener (port 0 picks a free port; see
+//! [`Application::port`]), connects to Redis (or starts a supervised
+//! `redis-server`), starts the aggregator, and [`Application::run_until_stopped`]
+//! serves until the shutdown future resolves. Shutdown order: stop accepting,
+//! let in-flight requests finish (bounded by `shutdown_grace_seconds`), stop the
+//! aggregator, stop the supervised Redis.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::click::{Click, Durability, VisitorHasher};
+use crate::config::Config;
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::signing::Keyring;
+use crate::store::aggregator::{Aggregator, AggregatorOptions};
+use crate::store::supervisor::{RedisServer, RedisServerOptions};
+use crate::store::{Store, StoreOptions};
+
+/// Everything a request handler needs. Shared as [`AppState`].
+#[derive(Debug)]
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// Tracked-link keyring (verify any kid on it, sign with the active one).
+    pub link_keys: Keyring,
+    /// Jump-URL keyring.
+    pub jump_keys: Keyring,
+    /// Client-IP hasher.
+    pub visitor: VisitorHasher,
+    /// Admin bearer token.
+    pub admin_token: SecretString,
+    /// Base URL of minted links.
+    pub public_url: String,
+    /// Redis for request handlers.
+    pub store: Store,
+    /// The click-stream aggregator (for on-demand catch-up).
+    pub aggregator: Arc<Aggregator>,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Handler state: the shared [`App`].
+pub type AppState = Arc<App>;
+
+impl App {
+    /// Builds the state for `config` against the Redis at `redis_url`.
+    /// Nothing connects yet (connections are lazy).
+    ///
+    /// Errors: bad keys, an invalid Redis URL.
+    pub fn new(config: Config, redis_url: &str) -> anyhow::Result<App> {
+        let secrets = config.secrets()?;
+        if secrets.dev_keys {
+            tracing::warn!(
+                path = %config.data_dir.join("dev-keys.toml").display(),
+                "USING GENERATED DEVELOPMENT KEYS: set [keys] and admin_token in a config file for production"
+            );
+        }
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::connect(
+            redis_url,
+            StoreOptions {
+                click_write_timeout: Duration::from_millis(config.click_write_timeout_ms),
+                click_stream_maxlen: config.click_stream_maxlen,
+            },
+        )
+        .context("REDIS_URL")?;
+        let agg_conn = crate::store::connect_manager(redis_url, Duration::from_secs(5)).context("REDIS_URL")?;
+        let aggregator = Arc::new(Aggregator::new(
+            agg_conn,
+            AggregatorOptions {
+                consumer: consumer_name(&config),
+                batch: config.aggregator_batch,
+                click_ttl_ms: u64::try_from(config.click_ttl().as_millis()).unwrap_or(u64::MAX),
+                tz: config.tz()?,
+            },
+            metrics.clone(),
+        ));
+        Ok(App {
+            public_url: config.public_url(),
+            link_keys: secrets.link_keys,
+            jump_keys: secrets.jump_keys,
+            visitor: secrets.visitor,
+            admin_token: secrets.admin_token,
+            store,
+            aggregator,
+            metrics,
+            config,
+        })
+    }
+
+    /// Makes a click durable: Redis within the bounded wait, else counted as
+    /// unrecorded (the seam for a local spool). Never fails the redirect.
+    pub async fn record_click(&self, click: &Click) -> Durability {
+        match self.store.write_click(click).await {
+            Ok(()) => {
+                self.metrics.clicks_recorded.inc();
+                Durability::Redis
+            }
+            Err(reason) => {
+                self.metrics.clicks_unrecorded.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
+                Durability::Unrecorded(reason)
+            }
+        }
+    }
+}
+
+fn consumer_name(config: &Config) -> String {
+    let dir = std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_default();
+    format!("agg@{host}:{}", dir.display())
+}
+
+/// A built, bound, not yet serving gateway.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    redis: Option<RedisServer>,
+}
+
+impl Application {
+    /// Binds `config.listen`, starts a supervised `redis-server` when
+    /// `config.redis_url` is unset, and builds the state.
+    ///
+    /// Errors: the port is taken, Redis cannot start, bad keys or URL.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let (redis, url) = match &config.redis_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let opts = RedisServerOptions {
+                    bin: config.redis_server_bin.clone(),
+                    dir: config.data_dir.join("redis"),
+                    port: None,
+                    unix_socket: true,
+                    appendonly: true,
+                };
+                let server = RedisServer::start(opts).await?;
+                tracing::info!(redis.port = server.port(), redis.dir = %server.dir().display(), "started supervised redis-server");
+                let url = server.url();
+                (Some(server), url)
+            }
+        };
+        let mut config = config;
+        // With port 0 the real port is known only now: minted links must use it.
+        let local = listener.local_addr()?;
+        if config.public_url.is_none() {
+            config.public_url = Some(format!("http://{local}"));
+        }
+        let state = Arc::new(App::new(config, &url)?);
+        Ok(Application { listener, state, redis })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// The shared state (tests use it to reach the store and metrics).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// The supervised Redis, if this gateway started one.
+    pub fn redis(&self) -> Option<&RedisServer> {
+        self.redis.as_ref()
+    }
+
+    /// Serves until `shutdown` resolves, then drains (bounded) and stops.
+    ///
+    /// Errors: the accept loop failed.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, state, mut redis } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let aggregator = tokio::spawn(state.aggregator.clone().run(stop_rx));
+        let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
+        let router = crate::http::router(state.clone());
+        let (signalled_tx, mut signalled_rx) = watch::channel(false);
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = signalled_tx.send(true);
+            });
+        let serving = tokio::spawn(async move { server.await });
+        // Bound the drain: once the signal arrives, in-flight requests get `grace`.
+        let drained = async {
+            let _ = signalled_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            r = serving => r.context("server task")?.context("serving"),
+            _ = drained => {
+                tracing::warn!(grace_s = grace.as_secs(), "shutdown grace elapsed with requests in flight; stopping anyway");
+                Ok(())
+            }
+        };
+        let _ = stop_tx.send(true);
+        let _ = aggregator.await;
+        // Apply what is left so counters are current for the next start.
+        if let Err(e) = state.aggregator.catch_up().await {
+            tracing::warn!(error = %e, "final aggregation pass failed; the next start resumes it");
+        }
+        if let Some(r) = redis.as_mut() {
+            r.stop().await;
+        }
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, logging which arrived.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
+        _ = term => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+}

@@ -1,0 +1,173 @@
+//! The `linkloop` binary: `serve`, `mint`, `verify-jump`.
+//!
+//! Exit codes: 0 success; 1 a check failed (`verify-jump`); 64 bad usage or
+//! configuration; 65 bad input data (`mint`); 70 a runtime failure.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use linkloop::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "linkloop", version, about = "Tracked-link gateway for notes → Taobao/Tmall/JD")]
+struct Cli {
+    /// TOML config file (environment variables override it; see docs/config.md).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (starts its own redis-server unless REDIS_URL is set).
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080; env LINKLOOP_LISTEN].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Mint a tracked link offline, with the same keys as `serve` on this data dir/config.
+    Mint {
+        /// RED note id, note URL or share text.
+        #[arg(long)]
+        note: String,
+        /// Creator id.
+        #[arg(long)]
+        creator: String,
+        /// Taobao/Tmall/JD product URL or share text.
+        #[arg(long)]
+        url: String,
+        /// Optional campaign tag.
+        #[arg(long)]
+        campaign: Option<String>,
+        /// Print `{link, platform, item_id, sku_id, note_id}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a jump URL's signature: exit 0 when valid, 1 otherwise.
+    VerifyJump {
+        /// The jump URL (the `Location` of a redirect).
+        url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(cli.config.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("linkloop: configuration error: {e:#}");
+            return ExitCode::from(64);
+        }
+    };
+    match cli.command {
+        Command::Serve { listen } => serve(config, listen),
+        Command::Mint { note, creator, url, campaign, json } => mint(&config, &note, &creator, &url, campaign.as_deref(), json),
+        Command::VerifyJump { url } => verify_jump(&config, &url),
+    }
+}
+
+fn serve(mut config: Config, listen: Option<SocketAddr>) -> ExitCode {
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    linkloop::telemetry::init(config.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("linkloop: cannot start runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    runtime.block_on(async {
+        let app = match linkloop::app::Application::build(config).await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("linkloop: {e:#}");
+                return ExitCode::from(64);
+            }
+        };
+        let state = app.state();
+        tracing::info!(listen.port = app.port(), public_url = %state.public_url, "linkloop serving");
+        match app.run_until_stopped(linkloop::app::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("linkloop: {e:#}");
+                ExitCode::from(70)
+            }
+        }
+    })
+}
+
+fn mint(config: &Config, note: &str, creator: &str, url: &str, campaign: Option<&str>, json: bool) -> ExitCode {
+    let secrets = match config.secrets() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("linkloop: {e:#}");
+            return ExitCode::from(64);
+        }
+    };
+    let req = linkloop::link::MintRequest { note, creator_id: creator, url, campaign };
+    let now_s = u32::try_from(linkloop::click::now_ms() / 1000).unwrap_or(u32::MAX);
+    match linkloop::link::mint(&req, &secrets.link_keys, &config.public_url(), now_s) {
+        Ok(m) if json => match serde_json::to_string(&m) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("linkloop: {e}");
+                ExitCode::from(70)
+            }
+        },
+        Ok(m) => {
+            println!("{}", m.link);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("linkloop: {e} [{}]", e.code);
+            ExitCode::from(65)
+        }
+    }
+}
+
+fn verify_jump(config: &Config, url: &str) -> ExitCode {
+    let secrets = match config.secrets() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("linkloop: {e:#}");
+            return ExitCode::from(64);
+        }
+    };
+    match linkloop::jump::verify(url, &secrets.jump_keys) {
+        Ok(c) => {
+            println!(
+                "valid: platform={} item_id={} sku_id={} click_token={} ts_ms={} kid={}",
+                c.product.platform,
+                c.product.item_id,
+                c.product.sku_id.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                c.click_token.hyphenated(),
+                c.ts_ms,
+                c.kid
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("invalid: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

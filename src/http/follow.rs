@@ -1,0 +1,94 @@
+//! `GET /j/{link}`: the redirect (the hot path).
+//!
+//! Verify the link (no Redis read), mint a click token, make the click durable
+//! (one `XADD`, bounded wait), answer `302` to the signed jump URL. `HEAD` gets
+//! the same `302` and records nothing. An invalid link gets a short `404` page
+//! and writes nothing. `Location` is built only from the verified link's
+//! `(platform, item_id, sku_id)`: nothing from the request is copied into it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::click::{self, Click, Durability, UaClass};
+use crate::jump;
+use crate::link;
+use crate::metrics::ReasonLabels;
+
+/// `Referrer-Policy` on the redirect: `no-referrer`, so the marketplace does not
+/// receive the tracked-link URL (the click token in the jump URL is what it needs).
+const REFERRER_POLICY: &str = "no-referrer";
+
+/// The short page a shopper sees for a broken or forged link.
+const INVALID_LINK_PAGE: &str = "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>链接无效 · Link not valid</title></head>\
+<body><h1>链接无效 · This link is not valid</h1><p>链接可能被截断或修改。请回到笔记重新点击。</p>\
+<p>The link may have been cut off or changed. Go back to the note and tap it again.</p></body></html>";
+
+/// Handles `GET`/`HEAD /j/{link}`.
+pub async fn follow_link(State(app): State<AppState>, req: Request) -> Response {
+    let raw = req.uri().path().strip_prefix("/j/").unwrap_or("");
+    let claims = match link::verify(raw, &app.link_keys) {
+        Ok(c) => c,
+        Err(link::InvalidLink(reason)) => {
+            app.metrics.links_rejected.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
+            return invalid_link_page();
+        }
+    };
+    let headers = req.headers();
+    let ua = UaClass::classify(headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()));
+    let token = click::mint_token();
+    let ts_ms = token_ms(&token);
+    let location = jump::build(&claims.product, ua.is_mobile(), &token, ts_ms, &app.jump_keys);
+
+    if req.method() != Method::HEAD {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let referrer_host = headers.get(header::REFERER).and_then(|v| v.to_str().ok()).and_then(click::referrer_host);
+        let click = Click { token, ts_ms, link: claims, ip_hash: app.visitor.ip_hash(peer), ua, referrer_host };
+        match app.record_click(&click).await {
+            Durability::Redis => {}
+            Durability::Unrecorded(reason) => {
+                tracing::warn!(click.token = %click.token, reason = reason.as_str(), "click redirected without being recorded");
+            }
+        }
+    }
+    redirect(&location)
+}
+
+fn token_ms(token: &uuid::Uuid) -> u64 {
+    token.get_timestamp().map_or_else(click::now_ms, |ts| {
+        let (s, ns) = ts.to_unix();
+        s * 1000 + u64::from(ns) / 1_000_000
+    })
+}
+
+fn redirect(location: &str) -> Response {
+    let Ok(location) = HeaderValue::from_str(location) else {
+        // Jump URLs are ASCII built by us; this is unreachable, but never panic.
+        return invalid_link_page();
+    };
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::FOUND;
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static(REFERRER_POLICY));
+    res
+}
+
+fn invalid_link_page() -> Response {
+    let mut res = (StatusCode::NOT_FOUND, INVALID_LINK_PAGE).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static(REFERRER_POLICY));
+    res
+}

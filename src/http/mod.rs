@@ -1,0 +1,107 @@
+//! HTTP: routes and the middleware stack. Turns requests into calls on the
+//! domain modules and results into responses; holds no business rules.
+//!
+//! | route | handler |
+//! |---|---|
+//! | `GET`/`HEAD /j/{link}` | [`follow::follow_link`] |
+//! | `POST /v1/links` | [`links::create_link`] |
+//! | `GET /healthz`, `/readyz`, `/metrics` | [`health`] |
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+
+use crate::app::AppState;
+use crate::metrics::{RequestLabels, RouteLabels};
+
+pub mod auth;
+pub mod error;
+pub mod follow;
+pub mod health;
+pub mod links;
+
+use error::ApiError;
+
+/// Largest request body accepted, bytes (64 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Builds the router with its whole middleware stack. Layers, outermost first:
+/// 1. request metrics (route = matched path, so every answer is counted, sheds included);
+/// 2. load shedding: past `max_concurrent_requests` in flight, `503 overloaded` at once;
+/// 3. request timeout: `503 timeout` after `request_timeout_ms`;
+/// 4. body limit: 64 KiB (`413`).
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    let overload = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|e: tower::BoxError| async move { overload_error(&e) }))
+        .load_shed()
+        .concurrency_limit(state.config.max_concurrent_requests)
+        .timeout(timeout);
+    Router::new()
+        .route("/j/{link}", get(follow::follow_link))
+        .route("/v1/links", post(links::create_link))
+        .route("/healthz", get(health::get_healthz))
+        .route("/readyz", get(health::get_readyz))
+        .route("/metrics", get(health::get_metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(overload)
+        .layer(middleware::from_fn_with_state(state.clone(), record_request))
+        .with_state(state)
+}
+
+fn overload_error(e: &tower::BoxError) -> Response {
+    if e.is::<tower::timeout::error::Elapsed>() {
+        ApiError { retry_after_s: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "request took too long") }
+            .into_response()
+    } else if e.is::<tower::load_shed::error::Overloaded>() {
+        ApiError { retry_after_s: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "server busy, retry") }
+            .into_response()
+    } else {
+        ApiError::internal(e).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Static route label for metrics (bounded cardinality).
+fn route_label(path: Option<&MatchedPath>) -> &'static str {
+    match path.map(MatchedPath::as_str) {
+        Some("/j/{link}") => "/j/{link}",
+        Some("/v1/links") => "/v1/links",
+        Some("/healthz") => "/healthz",
+        Some("/readyz") => "/readyz",
+        Some("/metrics") => "/metrics",
+        Some(_) => "other",
+        None => "unmatched",
+    }
+}
+
+fn method_label(m: &axum::http::Method) -> &'static str {
+    match *m {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::POST => "POST",
+        _ => "other",
+    }
+}
+
+async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = route_label(req.extensions().get::<MatchedPath>());
+    let method = method_label(req.method());
+    let res = next.run(req).await;
+    let m = &state.metrics;
+    m.requests.get_or_create(&RequestLabels { route, method, status: res.status().as_u16() }).inc();
+    m.request_duration.get_or_create(&RouteLabels { route }).observe(start.elapsed().as_secs_f64());
+    res
+}

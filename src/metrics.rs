@@ -1,0 +1,116 @@
+//! Every Prometheus metric linkloop exports, declared in one place.
+//!
+//! Names follow `linkloop_<name>_<unit>[_total]`; labels come from small fixed
+//! sets (routes are matched paths, never raw URLs; reasons are enum labels).
+//! Exposed at `GET /metrics` in the Prometheus text format (OpenMetrics 1.0).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of HTTP request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Matched route (`/j/{link}`, `/v1/links`, …) or `unmatched`.
+    pub route: &'static str,
+    /// HTTP method.
+    pub method: &'static str,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels carrying a reason from a fixed set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The reason (`as_str()` of an enum).
+    pub reason: &'static str,
+}
+
+/// Labels of per-route latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Matched route.
+    pub route: &'static str,
+}
+
+/// All metrics, shared by `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `linkloop_http_requests_total{route,method,status}`: requests answered.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `linkloop_http_request_duration_seconds{route}`: time to response head, seconds.
+    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// `linkloop_clicks_recorded_total`: clicks acknowledged by Redis before their 302.
+    pub clicks_recorded: Counter,
+    /// `linkloop_clicks_unrecorded_total{reason}`: clicks redirected without being made durable (target: 0).
+    pub clicks_unrecorded: Family<ReasonLabels, Counter>,
+    /// `linkloop_links_rejected_total{reason}`: tracked links that failed verification.
+    pub links_rejected: Family<ReasonLabels, Counter>,
+    /// `linkloop_links_minted_total`: tracked links minted over the API.
+    pub links_minted: Counter,
+    /// `linkloop_clicks_aggregated_total`: clicks counted into per-day aggregates.
+    pub clicks_aggregated: Counter,
+    /// `linkloop_click_aggregation_lag_seconds`: click time to counted, seconds.
+    pub aggregation_lag: Histogram,
+}
+
+/// Latency buckets for requests, seconds: 50 µs to 5 s.
+const REQUEST_BUCKETS: [f64; 14] =
+    [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+/// Aggregation lag buckets, seconds: 1 ms to 60 s.
+const LAG_BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("linkloop");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let request_duration = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(request_histogram);
+        registry.register("http_request_duration_seconds", "Time to response head", request_duration.clone());
+        let clicks_recorded = Counter::default();
+        registry.register("clicks_recorded", "Clicks acknowledged by Redis before their redirect", clicks_recorded.clone());
+        let clicks_unrecorded = Family::<ReasonLabels, Counter>::default();
+        registry.register("clicks_unrecorded", "Clicks redirected without being made durable", clicks_unrecorded.clone());
+        let links_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register("links_rejected", "Tracked links that failed verification", links_rejected.clone());
+        let links_minted = Counter::default();
+        registry.register("links_minted", "Tracked links minted over the API", links_minted.clone());
+        let clicks_aggregated = Counter::default();
+        registry.register("clicks_aggregated", "Clicks counted into per-day aggregates", clicks_aggregated.clone());
+        let aggregation_lag = Histogram::new(LAG_BUCKETS);
+        registry.register("click_aggregation_lag_seconds", "Click time to counted in aggregates", aggregation_lag.clone());
+        Self {
+            registry,
+            requests,
+            request_duration,
+            clicks_recorded,
+            clicks_unrecorded,
+            links_rejected,
+            links_minted,
+            clicks_aggregated,
+            aggregation_lag,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

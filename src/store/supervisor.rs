@@ -1,0 +1,189 @@
+//! A supervised `redis-server` child process.
+//!
+//! `linkloop serve` without `REDIS_URL` starts one with its data under the data
+//! directory (append-only file on, `appendfsync everysec`) and stops it on exit;
+//! tests start one per test on a free port and kill it on purpose. The child is
+//! killed when the handle is dropped, so a crashed test leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+/// How to start a `redis-server`.
+#[derive(Debug, Clone)]
+pub struct RedisServerOptions {
+    /// The `redis-server` binary (looked up on `PATH` when bare).
+    pub bin: PathBuf,
+    /// Working directory: append-only file, log and (if enabled) unix socket go here.
+    pub dir: PathBuf,
+    /// TCP port on 127.0.0.1; `None` picks a free one.
+    pub port: Option<u16>,
+    /// Also listen on a unix socket `dir/redis.sock` (faster for a co-located gateway).
+    pub unix_socket: bool,
+    /// Append-only persistence with `appendfsync everysec`.
+    pub appendonly: bool,
+}
+
+impl RedisServerOptions {
+    /// Defaults for tests: free port, no unix socket, append-only on.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        Self { bin: "redis-server".into(), dir: dir.into(), port: None, unix_socket: false, appendonly: true }
+    }
+}
+
+/// A running `redis-server`; killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    opts: RedisServerOptions,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts the server and waits (up to 10 s) until it answers `PING`.
+    ///
+    /// Errors: the binary is missing (with the install command in the message),
+    /// the directory cannot be created, or the server does not come up.
+    pub async fn start(opts: RedisServerOptions) -> anyhow::Result<RedisServer> {
+        std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating redis dir {}", opts.dir.display()))?;
+        let mut last_err = None;
+        // A free port can be taken between probing and binding: retry with a new one.
+        for _ in 0..5 {
+            let port = match opts.port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            match Self::spawn_on(&opts, port).await {
+                Ok(server) => return Ok(server),
+                Err(e) if opts.port.is_none() => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+    }
+
+    async fn spawn_on(opts: &RedisServerOptions, port: u16) -> anyhow::Result<RedisServer> {
+        let dir = std::fs::canonicalize(&opts.dir)?;
+        let mut cmd = Command::new(&opts.bin);
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .arg("--daemonize")
+            .arg("no")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg(if opts.appendonly { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("everysec");
+        if opts.unix_socket {
+            cmd.arg("--unixsocket").arg(dir.join("redis.sock")).arg("--unixsocketperm").arg("700");
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+        let child = cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow::anyhow!(
+                    "{} not found: install it with `sudo apt-get install -y redis-server`, or set REDIS_URL to an existing server",
+                    opts.bin.display()
+                )
+            } else {
+                anyhow::Error::new(e).context("starting redis-server")
+            }
+        })?;
+        let mut server = RedisServer { child: Some(child), opts: RedisServerOptions { dir, ..opts.clone() }, port };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let url = self.tcp_url();
+        for _ in 0..200 {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("redis-server exited during start ({status}); see {}", self.opts.dir.join("redis.log").display());
+                }
+            }
+            if let Ok(client) = redis::Client::open(url.as_str()) {
+                if let Ok(Ok(mut c)) =
+                    tokio::time::timeout(Duration::from_millis(200), client.get_multiplexed_async_connection()).await
+                {
+                    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
+                    if pong.is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("redis-server on port {} did not answer PING within 10 s", self.port)
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The working directory.
+    pub fn dir(&self) -> &Path {
+        &self.opts.dir
+    }
+
+    /// `redis://127.0.0.1:{port}/`.
+    pub fn tcp_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The best URL for a co-located client: the unix socket when enabled, else TCP.
+    pub fn url(&self) -> String {
+        if self.opts.unix_socket {
+            format!("redis+unix://{}", self.opts.dir.join("redis.sock").display())
+        } else {
+            self.tcp_url()
+        }
+    }
+
+    /// Kills the server with SIGKILL (no final fsync), as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Stops the server cleanly (`SHUTDOWN`, which fsyncs the append-only file), waiting up to 5 s.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Ok(client) = redis::Client::open(self.tcp_url().as_str()) {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut c).await;
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts a stopped or killed server again on the same port and directory.
+    ///
+    /// Errors: as [`RedisServer::start`].
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await;
+        let opts = RedisServerOptions { port: Some(self.port), ..self.opts.clone() };
+        let fresh = Self::spawn_on(&opts, self.port).await?;
+        *self = fresh;
+        Ok(())
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("probing for a free port")?;
+    Ok(l.local_addr()?.port())
+}

@@ -1,0 +1,71 @@
+//! The `linkloop` binary: `mint` (offline, same keys as serve) and `verify-jump`.
+
+use std::process::Command;
+
+use crate::support::{JUMP_SECRET, LINK_SECRET, VISITOR_SECRET, keys, spawn_app};
+
+fn config_file(dir: &std::path::Path, public_url: &str) -> std::path::PathBuf {
+    let path = dir.join("linkloop.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "public_url = \"{public_url}\"\nadmin_token = \"t\"\n[keys]\nlink = [{{kid = 1, secret = \"{LINK_SECRET}\"}}]\njump = [{{kid = 1, secret = \"{JUMP_SECRET}\"}}]\nvisitor_secret = \"{VISITOR_SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn linkloop(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_linkloop")).args(args).env_remove("REDIS_URL").output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[tokio::test]
+async fn mint_cli_link_is_served_and_verify_jump_checks_it() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path(), &app.base);
+    let cfg = cfg.to_str().unwrap();
+    let url = "https://detail.tmall.com/item.htm?id=41254478179&ali_refid=a3_430583_1006:1109983619:N:MsF9mE9KLTC2IibWJh+K1A==:9da2017571e226e04a39097b54542188&skuId=3214771215838";
+    let (code, out, err) = linkloop(&["mint", "--config", cfg, "--note", "65a025ea000000001d03799b", "--creator", "c9", "--url", url, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["platform"], "tmall");
+    assert_eq!(v["item_id"], "41254478179");
+    assert_eq!(v["sku_id"], "3214771215838");
+    assert_eq!(v["note_id"], "65a025ea000000001d03799b");
+    let link = v["link"].as_str().unwrap();
+    assert!(link.starts_with(&format!("{}/j/", app.base)));
+
+    // Without --json: just the link.
+    let (code, out, _) = linkloop(&["mint", "--config", cfg, "--note", "65a025ea000000001d03799b", "--creator", "c9", "--url", url]);
+    assert_eq!(code, 0);
+    assert!(out.trim().starts_with(&format!("{}/j/", app.base)));
+
+    // The server (same keys) accepts the offline-minted link.
+    let res = app.get(link).await;
+    assert_eq!(res.status(), 302);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let (code, out, _) = linkloop(&["verify-jump", "--config", cfg, &location]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("valid: platform=tmall item_id=41254478179 sku_id=3214771215838"), "{out}");
+    let tampered = location.replace("id=41254478179", "id=41254478170");
+    let (code, out, _) = linkloop(&["verify-jump", "--config", cfg, &tampered]);
+    assert_eq!(code, 1, "{out}");
+    let (code, _, _) = linkloop(&["verify-jump", "--config", cfg, "https://evil.example/?ll_v=1"]);
+    assert_eq!(code, 1);
+    let (_, jk) = keys();
+    assert!(linkloop::jump::verify(&location, &jk).is_ok());
+
+    // Bad input: exit 65 with the field named.
+    let (code, _, err) = linkloop(&["mint", "--config", cfg, "--note", "65a025ea000000001d03799b", "--creator", "c9", "--url", "https://u.jd.com/JM9CPBK"]);
+    assert_eq!(code, 65);
+    assert!(err.contains("url: ") && err.contains("short_link"), "{err}");
+    // Bad config: exit 64.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = 'nowhere'").unwrap();
+    let (code, _, err) = linkloop(&["mint", "--config", bad.to_str().unwrap(), "--note", "x", "--creator", "c", "--url", "u"]);
+    assert_eq!(code, 64, "{err}");
+    app.stop().await;
+}

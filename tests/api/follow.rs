@@ -1,0 +1,264 @@
+//! `GET /j/{link}`: mint → click → exact Location and exact Redis contents.
+
+use std::collections::{HashMap, HashSet};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redis::AsyncCommands;
+
+use crate::support::{keys, spawn_app};
+
+const NOTE: &str = "65682d4500000000380339a5";
+const CREATOR: &str = "creator_01";
+const TAOBAO: &str = "https://item.taobao.com/item.htm?spm=a230r.1.14.20.4a8966187RqiPv&id=533000737918&ns=1&abbucket=3#detail";
+const IPHONE_WECHAT: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47";
+const DESKTOP: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+
+fn shanghai_day(ts_ms: u64) -> String {
+    linkloop::store::aggregator::day_of(ts_ms, chrono_tz::Asia::Shanghai)
+}
+
+#[tokio::test]
+async fn mint_click_exact_location_and_redis_contents() {
+    let app = spawn_app().await;
+    let minted = app.mint(NOTE, CREATOR, TAOBAO).await;
+    assert_eq!(minted["platform"], "taobao");
+    assert_eq!(minted["item_id"], "533000737918");
+    let link = minted["link"].as_str().unwrap();
+    let path_len = link.len() - app.base.len();
+    assert!(path_len <= 100, "path is {path_len} chars");
+
+    let before_ms = linkloop::click::now_ms();
+    let res = app
+        .client
+        .get(link)
+        .header("user-agent", IPHONE_WECHAT)
+        .header("referer", "https://www.xiaohongshu.com/explore/65682d4500000000380339a5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+
+    // The Location is the mobile Taobao page for the item, signed.
+    let (_, jump_keys) = keys();
+    let claims = linkloop::jump::verify(&location, &jump_keys).unwrap();
+    assert_eq!(claims.product.item_id, 533000737918);
+    assert_eq!(claims.product.platform, linkloop::platform::Platform::Taobao);
+    let token = claims.click_token.hyphenated().to_string();
+    assert!(location.starts_with("https://h5.m.taobao.com/awp/core/detail.htm?id=533000737918&ll_v=1&ll_ct="), "{location}");
+    assert!(location.contains(&format!("ll_ct={token}&ll_ts={}&ll_kid=1&ll_sig=", claims.ts_ms)));
+    assert!(claims.ts_ms >= before_ms && claims.ts_ms <= linkloop::click::now_ms());
+    assert_eq!(claims.click_token.get_version_num(), 7);
+
+    // Exactly one stream entry, with every field.
+    let mut r = app.redis().await;
+    let len: u64 = r.xlen("ll:clicks").await.unwrap();
+    assert_eq!(len, 1);
+    let entries: redis::streams::StreamRangeReply = r.xrange_all("ll:clicks").await.unwrap();
+    let e = &entries.ids[0];
+    let field = |k: &str| e.get::<String>(k).unwrap();
+    assert_eq!(field("tok"), token);
+    assert_eq!(field("ts"), claims.ts_ms.to_string());
+    assert_eq!(field("note"), NOTE);
+    assert_eq!(field("creator"), CREATOR);
+    assert_eq!(field("platform"), "taobao");
+    assert_eq!(field("item"), "533000737918");
+    assert_eq!(field("sku"), "");
+    assert_eq!(field("campaign"), "");
+    assert_eq!(field("ua"), "app");
+    assert_eq!(field("ref"), "www.xiaohongshu.com");
+    let ip_hash = field("ip");
+    assert_eq!(ip_hash, app.state.visitor.ip_hash("127.0.0.1".parse().unwrap()));
+    assert!(!ip_hash.contains("127.0.0.1"));
+
+    // The aggregator derives the click record, counters and UV.
+    app.state.aggregator.catch_up().await.unwrap();
+    let record: HashMap<String, String> = r.hgetall(format!("ll:click:{token}")).await.unwrap();
+    let expected: HashMap<String, String> = [
+        ("ts", claims.ts_ms.to_string()),
+        ("note", NOTE.into()),
+        ("creator", CREATOR.into()),
+        ("platform", "taobao".into()),
+        ("item", "533000737918".into()),
+        ("sku", "".into()),
+        ("campaign", "".into()),
+        ("ip", ip_hash.clone()),
+        ("ua", "app".into()),
+        ("ref", "www.xiaohongshu.com".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(record, expected);
+    let ttl_ms: i64 = r.pttl(format!("ll:click:{token}")).await.unwrap();
+    let eight_days = 8 * 86_400_000i64;
+    assert!(ttl_ms > eight_days - 60_000 && ttl_ms <= eight_days, "ttl {ttl_ms}");
+
+    let day = shanghai_day(claims.ts_ms);
+    for dim in [format!("note:{NOTE}"), format!("creator:{CREATOR}"), "item:taobao:533000737918".into(), "platform:taobao".into()] {
+        let clicks: u64 = r.hget(format!("ll:agg:{dim}:{day}"), "clicks").await.unwrap();
+        assert_eq!(clicks, 1, "{dim}");
+        let uv: u64 = r.pfcount(format!("ll:uv:{dim}:{day}")).await.unwrap();
+        assert_eq!(uv, 1, "{dim}");
+    }
+    // Applying again (a replay after a crash) changes nothing.
+    let again = app.state.aggregator.catch_up().await.unwrap();
+    assert_eq!(again, 0);
+    let pending: (u64, Option<String>, Option<String>, redis::Value) =
+        redis::cmd("XPENDING").arg("ll:clicks").arg("ll-agg").query_async(&mut r).await.unwrap();
+    assert_eq!(pending.0, 0, "nothing left unacknowledged");
+    assert_eq!(app.metric("linkloop_clicks_recorded_total").await, 1.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn desktop_gets_desktop_page_and_jd_sku_form() {
+    let app = spawn_app().await;
+    let minted = app.mint(NOTE, CREATOR, "https://item.m.jd.com/product/100012043978.html").await;
+    let res = app.client.get(minted["link"].as_str().unwrap()).header("user-agent", DESKTOP).send().await.unwrap();
+    let location = res.headers()["location"].to_str().unwrap();
+    assert!(location.starts_with("https://item.jd.com/100012043978.html?ll_v=1&ll_ct="), "{location}");
+    let minted = app
+        .mint(NOTE, CREATOR, "https://detail.tmall.com/item.htm?id=43724784272&skuId=4611686062152172176&areaId=440300")
+        .await;
+    assert_eq!(minted["sku_id"], "4611686062152172176");
+    let res = app.client.get(minted["link"].as_str().unwrap()).header("user-agent", DESKTOP).send().await.unwrap();
+    let location = res.headers()["location"].to_str().unwrap();
+    assert!(location.starts_with("https://detail.tmall.com/item.htm?id=43724784272&skuId=4611686062152172176&ll_v=1"), "{location}");
+    let (_, jump_keys) = keys();
+    assert_eq!(linkloop::jump::verify(location, &jump_keys).unwrap().product.sku_id, Some(4611686062152172176));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn thousand_concurrent_clicks_thousand_tokens_exact_counters() {
+    let app = spawn_app().await;
+    let minted = app.mint(NOTE, CREATOR, "https://item.jd.com/100002580230.html").await;
+    let link = minted["link"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let client = app.client.clone();
+        let link = link.clone();
+        tasks.push(tokio::spawn(async move {
+            let res = client.get(&link).header("user-agent", if i % 2 == 0 { DESKTOP } else { IPHONE_WECHAT }).send().await.unwrap();
+            assert_eq!(res.status(), 302);
+            let loc = res.headers()["location"].to_str().unwrap().to_owned();
+            let (_, jk) = keys();
+            linkloop::jump::verify(&loc, &jk).unwrap().click_token
+        }));
+    }
+    let mut tokens = HashSet::new();
+    for t in tasks {
+        tokens.insert(t.await.unwrap());
+    }
+    assert_eq!(tokens.len(), 1000);
+    let mut r = app.redis().await;
+    let len: u64 = r.xlen("ll:clicks").await.unwrap();
+    assert_eq!(len, 1000);
+    app.state.aggregator.catch_up().await.unwrap();
+    let day = shanghai_day(linkloop::click::now_ms());
+    let clicks: u64 = r.hget(format!("ll:agg:note:{NOTE}:{day}"), "clicks").await.unwrap();
+    assert_eq!(clicks, 1000);
+    let clicks: u64 = r.hget(format!("ll:agg:item:jd:100002580230:{day}"), "clicks").await.unwrap();
+    assert_eq!(clicks, 1000);
+    let records: Vec<String> = r.keys("ll:click:*").await.unwrap();
+    assert_eq!(records.len(), 1000);
+    let stored: HashSet<uuid::Uuid> = records.iter().map(|k| k["ll:click:".len()..].parse().unwrap()).collect();
+    assert_eq!(stored, tokens);
+    // One visitor (127.0.0.1) behind every click.
+    let uv: u64 = r.pfcount(format!("ll:uv:note:{NOTE}:{day}")).await.unwrap();
+    assert_eq!(uv, 1);
+    app.stop().await;
+}
+
+async fn dbsize(app: &crate::support::TestApp) -> (u64, u64) {
+    let mut r = app.redis().await;
+    let size: u64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
+    let len: u64 = r.xlen("ll:clicks").await.unwrap();
+    (size, len)
+}
+
+#[tokio::test]
+async fn bad_links_get_404_page_and_write_nothing() {
+    let app = spawn_app().await;
+    let minted = app.mint(NOTE, CREATOR, TAOBAO).await;
+    let link = minted["link"].as_str().unwrap();
+    let token = link.rsplit('/').next().unwrap();
+    let raw = URL_SAFE_NO_PAD.decode(token).unwrap();
+    // Let the aggregator create its group, so DBSIZE is stable.
+    app.state.aggregator.catch_up().await.unwrap();
+    let before = dbsize(&app).await;
+
+    let mut bad: Vec<String> = Vec::new();
+    let mut tampered = raw.clone();
+    tampered[10] ^= 1;
+    bad.push(URL_SAFE_NO_PAD.encode(&tampered)); // tampered body
+    let mut tag = raw.clone();
+    let n = tag.len();
+    tag[n - 1] ^= 0x80;
+    bad.push(URL_SAFE_NO_PAD.encode(&tag)); // tampered tag
+    bad.push(token[..token.len() - 1].to_owned()); // truncated by one char
+    bad.push(token[..20].to_owned()); // truncated badly
+    let mut wrong_version = raw.clone();
+    wrong_version[0] = 2;
+    bad.push(URL_SAFE_NO_PAD.encode(&wrong_version));
+    let mut wrong_kid = raw.clone();
+    wrong_kid[1] = 9;
+    bad.push(URL_SAFE_NO_PAD.encode(&wrong_kid));
+    let other = linkloop::signing::Keyring::new(&[(1, "another-secret-0123456789abcdef-0123456789")], 1).unwrap();
+    let forged = linkloop::link::encode(&linkloop::link::verify(token, &keys().0).unwrap(), &other).unwrap();
+    bad.push(forged); // signed with a key we do not hold
+    bad.push(format!("{token}="));
+    bad.push(format!("{token}%00"));
+    bad.push("..%2F..%2Fetc%2Fpasswd".into());
+    bad.push("https:%2F%2Fevil.example".into());
+    bad.push("x".repeat(5000));
+
+    for b in &bad {
+        let res = app.get(&format!("{}/j/{b}", app.base)).await;
+        assert_eq!(res.status(), 404, "{b}");
+        assert!(res.headers().get("location").is_none());
+        assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8");
+        assert!(res.text().await.unwrap().contains("not valid"));
+    }
+    assert_eq!(dbsize(&app).await, before);
+    assert_eq!(app.metric("linkloop_links_rejected_total").await, bad.len() as f64);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn head_redirects_but_records_nothing() {
+    let app = spawn_app().await;
+    let minted = app.mint(NOTE, CREATOR, TAOBAO).await;
+    let res = app.client.head(minted["link"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert!(res.headers()["location"].to_str().unwrap().starts_with("https://"));
+    let mut r = app.redis().await;
+    let len: u64 = r.xlen("ll:clicks").await.unwrap_or(0);
+    assert_eq!(len, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn redis_killed_redirect_still_302_and_counted_unrecorded() {
+    let mut app = spawn_app().await;
+    let minted = app.mint(NOTE, CREATOR, TAOBAO).await;
+    let link = minted["link"].as_str().unwrap().to_owned();
+    assert_eq!(app.get(&link).await.status(), 302);
+    app.redis.server.kill().await;
+    for _ in 0..5 {
+        let res = app.get(&link).await;
+        assert_eq!(res.status(), 302);
+        let (_, jk) = keys();
+        assert!(linkloop::jump::verify(res.headers()["location"].to_str().unwrap(), &jk).is_ok());
+    }
+    assert_eq!(app.metric("linkloop_clicks_unrecorded_total").await, 5.0);
+    assert_eq!(app.metric("linkloop_clicks_recorded_total").await, 1.0);
+    let ready = app.get(&format!("{}/readyz", app.base)).await;
+    assert_eq!(ready.status(), 503);
+    app.stop().await;
+}

@@ -1,0 +1,88 @@
+//! `POST /v1/links`: auth, validation naming the field, envelopes, nothing written on error.
+
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_TOKEN, spawn_app};
+
+async fn post(app: &crate::support::TestApp, token: Option<&str>, body: &str, ctype: &str) -> (u16, Value) {
+    let mut req = app.client.post(format!("{}/v1/links", app.base)).header("content-type", ctype).body(body.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn mint_accepts_share_text_and_note_url() {
+    let app = spawn_app().await;
+    let body = json!({
+        "note_id": "https://www.xiaohongshu.com/explore/67d7c713000000000900e391?xsec_token=AB&xsec_source=pc_user",
+        "creator_id": "c-42",
+        "url": "[CQ:json,data={\"jumpUrl\":\"https://item.m.jd.com/product/100104625124.html?utm_user=plusmember\"}][分享]【百亿补贴】京觅富硒鸡蛋3斤 https://item.m.jd.com/product/100104625124.html?utm_user=plusmember",
+        "campaign": "double11"
+    });
+    let (status, v) = post(&app, Some(ADMIN_TOKEN), &body.to_string(), "application/json").await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["note_id"], "67d7c713000000000900e391");
+    assert_eq!(v["platform"], "jd");
+    assert_eq!(v["item_id"], "100104625124");
+    assert_eq!(v["sku_id"], Value::Null);
+    let link = v["link"].as_str().unwrap();
+    assert!(link.starts_with(&format!("{}/j/", app.base)));
+    let claims = linkloop::link::verify(link.rsplit('/').next().unwrap(), &crate::support::keys().0).unwrap();
+    assert_eq!(claims.campaign.as_deref(), Some("double11"));
+    assert_eq!(claims.creator_id, "c-42");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn errors_have_envelopes_and_write_nothing() {
+    let app = spawn_app().await;
+    let ok = json!({"note_id": "65682d4500000000380339a5", "creator_id": "c1", "url": "https://item.jd.com/6828141.html"});
+    let with = |k: &str, v: &str| {
+        let mut b = ok.clone();
+        b[k] = json!(v);
+        b.to_string()
+    };
+    let cases: Vec<(Option<&str>, String, &str, u16, &str, Option<&str>)> = vec![
+        (None, ok.to_string(), "application/json", 401, "unauthorized", None),
+        (Some("wrong"), ok.to_string(), "application/json", 401, "unauthorized", None),
+        (Some(ADMIN_TOKEN), ok.to_string(), "text/plain", 415, "unsupported_media_type", None),
+        (Some(ADMIN_TOKEN), "{not json".into(), "application/json", 400, "malformed_json", None),
+        (Some(ADMIN_TOKEN), json!({"note_id": "x"}).to_string(), "application/json", 400, "invalid_body", None),
+        (Some(ADMIN_TOKEN), with("url", "https://m.tb.cn/h.3EK37eh"), "application/json", 400, "short_link", Some("url")),
+        (Some(ADMIN_TOKEN), with("url", "https://item.taobao.com.evil.cn/item.htm?id=1"), "application/json", 400, "untrusted_host", Some("url")),
+        (Some(ADMIN_TOKEN), with("url", "javascript:alert(1)//item.taobao.com/item.htm?id=1"), "application/json", 400, "unsupported_scheme", Some("url")),
+        (Some(ADMIN_TOKEN), with("url", "￥AEpabxiRg0u￥"), "application/json", 400, "share_token", Some("url")),
+        (Some(ADMIN_TOKEN), with("url", ""), "application/json", 400, "empty", Some("url")),
+        (Some(ADMIN_TOKEN), with("note_id", "not-a-note"), "application/json", 400, "not_product", Some("note_id")),
+        (Some(ADMIN_TOKEN), with("note_id", "http://xhslink.com/jQn5Gw"), "application/json", 400, "short_link", Some("note_id")),
+        (Some(ADMIN_TOKEN), with("creator_id", "bad creator"), "application/json", 400, "invalid_creator_id", Some("creator_id")),
+        (Some(ADMIN_TOKEN), with("creator_id", ""), "application/json", 400, "invalid_creator_id", Some("creator_id")),
+        (Some(ADMIN_TOKEN), with("campaign", &"x".repeat(40)), "application/json", 400, "invalid_campaign", Some("campaign")),
+    ];
+    for (token, body, ctype, status, code, field) in cases {
+        let (s, v) = post(&app, token, &body, ctype).await;
+        assert_eq!(s, status, "{body}: {v}");
+        assert_eq!(v["code"], code, "{body}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        if let Some(f) = field {
+            assert_eq!(v["field"], f, "{v}");
+            assert!(v["message"].as_str().unwrap().starts_with(f), "{v}");
+        }
+    }
+    let big = json!({"note_id": "65682d4500000000380339a5", "creator_id": "c1", "url": "x".repeat(70 * 1024)}).to_string();
+    let (s, v) = post(&app, Some(ADMIN_TOKEN), &big, "application/json").await;
+    assert_eq!((s, v["code"].as_str()), (413, Some("body_too_large")));
+    let mut r = app.redis().await;
+    let size: u64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
+    let len: u64 = redis::cmd("XLEN").arg("ll:clicks").query_async(&mut r).await.unwrap();
+    assert!(size <= 1, "only the click stream (created by the aggregator) may exist: {size}");
+    assert_eq!(len, 0);
+    let unknown = app.get(&format!("{}/v1/nope", app.base)).await;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.json::<Value>().await.unwrap()["code"], "not_found");
+    app.stop().await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests, compiled into one binary. Each test starts its own
+//! `redis-server` on a free port (see `support`) and its own gateway on port 0.
+
+mod cli;
+mod follow;
+mod links;
+mod real_links;
+mod support;

@@ -1,0 +1,145 @@
+//! Test support: a real `redis-server` per test, a gateway on port 0, helpers.
+
+use std::time::Duration;
+
+use linkloop::app::{AppState, Application};
+use linkloop::config::{Config, KeyConfig, KeysConfig};
+use linkloop::store::supervisor::{RedisServer, RedisServerOptions};
+use secrecy::SecretString;
+
+/// Secrets used by every test gateway (the CLI tests pass the same via a config file).
+pub const LINK_SECRET: &str = "test-link-secret-0123456789abcdef-0123456789";
+pub const JUMP_SECRET: &str = "test-jump-secret-0123456789abcdef-0123456789";
+pub const VISITOR_SECRET: &str = "test-visitor-secret-0123456789abcdef-012345";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub struct TestRedis {
+    pub server: RedisServer,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRedis {
+    pub async fn start() -> TestRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let server = RedisServer::start(RedisServerOptions::in_dir(dir.path().join("redis"))).await.unwrap();
+        TestRedis { server, _dir: dir }
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.server.tcp_url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+}
+
+pub fn test_config(data_dir: &std::path::Path, redis_url: &str) -> Config {
+    let key = |s: &str| vec![KeyConfig { kid: 1, secret: SecretString::from(s.to_owned()) }];
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.into(),
+        redis_url: Some(redis_url.into()),
+        admin_token: Some(SecretString::from(ADMIN_TOKEN.to_owned())),
+        keys: KeysConfig {
+            link: key(LINK_SECRET),
+            link_active_kid: Some(1),
+            jump: key(JUMP_SECRET),
+            jump_active_kid: Some(1),
+            visitor_secret: Some(SecretString::from(VISITOR_SECRET.to_owned())),
+        },
+        ..Config::default()
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub state: AppState,
+    pub redis: TestRedis,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _data: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    linkloop::telemetry::init_for_test();
+    let redis = TestRedis::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(data.path(), &redis.server.tcp_url());
+    tweak(&mut config);
+    let app = Application::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    TestApp { base, state, redis, client, shutdown: Some(tx), handle: Some(handle), _data: data }
+}
+
+impl TestApp {
+    /// Mints a link over the API and returns the whole JSON body.
+    pub async fn mint(&self, note: &str, creator: &str, url: &str) -> serde_json::Value {
+        let res = self
+            .client
+            .post(format!("{}/v1/links", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"note_id": note, "creator_id": creator, "url": url}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{:?}", res.text().await);
+        res.json().await.unwrap()
+    }
+
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        self.client.get(url).send().await.unwrap()
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        self.redis.conn().await
+    }
+
+    /// Sum of a counter family's samples in `/metrics` whose line starts with `prefix`.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = self.get(&format!("{}/metrics", self.base)).await.text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), h).await;
+        }
+    }
+}
+
+/// Waits until `f` returns true, up to 5 s.
+pub async fn eventually<F, Fut>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+pub fn keys() -> (linkloop::signing::Keyring, linkloop::signing::Keyring) {
+    (
+        linkloop::signing::Keyring::new(&[(1, LINK_SECRET)], 1).unwrap(),
+        linkloop::signing::Keyring::new(&[(1, JUMP_SECRET)], 1).unwrap(),
+    )
+}
+
