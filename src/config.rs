@@ -182,7 +182,10 @@ impl Config {
         Self::build(source, env)
     }
 
-    fn build<T>(file: Option<config::File<T, config::FileFormat>>, env: &HashMap<String, String>) -> anyhow::Result<Config>
+    fn build<T>(
+        file: Option<config::File<T, config::FileFormat>>,
+        env: &HashMap<String, String>,
+    ) -> anyhow::Result<Config>
     where
         config::File<T, config::FileFormat>: config::Source + Send + Sync + 'static,
     {
@@ -204,7 +207,9 @@ impl Config {
         if let Some(u) = &self.public_url {
             let parsed = url::Url::parse(u).with_context(|| format!("public_url: not a URL: {u}"))?;
             if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() || u.ends_with('/') {
-                bail!("public_url: must be an http(s) URL without query or trailing slash, e.g. https://go.example.com");
+                bail!(
+                    "public_url: must be an http(s) URL without query or trailing slash, e.g. https://go.example.com"
+                );
             }
         }
         self.tz()?;
@@ -245,7 +250,8 @@ impl Config {
     /// Errors: unreadable/unwritable dev-keys file, or an invalid keyring.
     pub fn secrets(&self) -> anyhow::Result<Secrets> {
         let k = &self.keys;
-        let need_dev = k.link.is_empty() || k.jump.is_empty() || k.visitor_secret.is_none() || self.admin_token.is_none();
+        let need_dev =
+            k.link.is_empty() || k.jump.is_empty() || k.visitor_secret.is_none() || self.admin_token.is_none();
         let dev = if need_dev { Some(load_or_create_dev_keys(&self.data_dir)?) } else { None };
         let pick = |configured: &Vec<KeyConfig>, dev: Option<&Vec<KeyConfig>>| -> Vec<KeyConfig> {
             if configured.is_empty() { dev.cloned().unwrap_or_default() } else { configured.clone() }
@@ -275,7 +281,8 @@ impl Config {
 }
 
 fn keyring(keys: &[KeyConfig], active: Option<u8>) -> anyhow::Result<Keyring> {
-    let pairs: Vec<(u8, Vec<u8>)> = keys.iter().map(|k| (k.kid, k.secret.expose_secret().as_bytes().to_vec())).collect();
+    let pairs: Vec<(u8, Vec<u8>)> =
+        keys.iter().map(|k| (k.kid, k.secret.expose_secret().as_bytes().to_vec())).collect();
     let active = active.or_else(|| keys.iter().map(|k| k.kid).max()).unwrap_or(1);
     Ok(Keyring::new(&pairs, active)?)
 }
@@ -311,7 +318,9 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(b"# Generated development keys. Do not use in production: set [keys] and admin_token in a config file.\n")?;
+    f.write_all(
+        b"# Generated development keys. Do not use in production: set [keys] and admin_token in a config file.\n",
+    )?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }

@@ -79,12 +79,21 @@ impl Metrics {
         let mut registry = Registry::with_prefix("linkloop");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
-        let request_duration = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(request_histogram);
+        let request_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(request_histogram);
         registry.register("http_request_duration_seconds", "Time to response head", request_duration.clone());
         let clicks_recorded = Counter::default();
-        registry.register("clicks_recorded", "Clicks acknowledged by Redis before their redirect", clicks_recorded.clone());
+        registry.register(
+            "clicks_recorded",
+            "Clicks acknowledged by Redis before their redirect",
+            clicks_recorded.clone(),
+        );
         let clicks_unrecorded = Family::<ReasonLabels, Counter>::default();
-        registry.register("clicks_unrecorded", "Clicks redirected without being made durable", clicks_unrecorded.clone());
+        registry.register(
+            "clicks_unrecorded",
+            "Clicks redirected without being made durable",
+            clicks_unrecorded.clone(),
+        );
         let links_rejected = Family::<ReasonLabels, Counter>::default();
         registry.register("links_rejected", "Tracked links that failed verification", links_rejected.clone());
         let links_minted = Counter::default();
@@ -92,7 +101,11 @@ impl Metrics {
         let clicks_aggregated = Counter::default();
         registry.register("clicks_aggregated", "Clicks counted into per-day aggregates", clicks_aggregated.clone());
         let aggregation_lag = Histogram::new(LAG_BUCKETS);
-        registry.register("click_aggregation_lag_seconds", "Click time to counted in aggregates", aggregation_lag.clone());
+        registry.register(
+            "click_aggregation_lag_seconds",
+            "Click time to counted in aggregates",
+            aggregation_lag.clone(),
+        );
         Self {
             registry,
             requests,

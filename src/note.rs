@@ -23,17 +23,12 @@
 use std::fmt;
 
 use crate::platform::{
-    Address, InputError, Scheme, leading_foreign_scheme, needs_resolving, parse_note_id,
-    prepare, url_candidates, whole_input_url,
+    Address, InputError, Scheme, leading_foreign_scheme, needs_resolving, parse_note_id, prepare,
+    quote_for_message as quote, url_candidates, whole_input_url,
 };
 
 /// Hosts serving note pages.
-const NOTE_HOSTS: [&str; 4] = [
-    "www.xiaohongshu.com",
-    "xiaohongshu.com",
-    "www.rednote.com",
-    "rednote.com",
-];
+const NOTE_HOSTS: [&str; 4] = ["www.xiaohongshu.com", "xiaohongshu.com", "www.rednote.com", "rednote.com"];
 
 /// RED's short-link hosts.
 const SHORT_HOSTS: [&str; 2] = ["xhslink.com", "www.xhslink.com"];
@@ -79,11 +74,11 @@ pub fn parse_note(input: &str) -> Result<NoteId, InputError> {
     if let Some(scheme) = leading_foreign_scheme(text) {
         return Err(InputError::unsupported_scheme(scheme, NOTE_ACCEPTS));
     }
+    // A lone scheme-less `//host/path` or `host.tld/path` is read as `https://…`.
+    let with_scheme = whole_input_url(text);
+    let text = with_scheme.as_deref().unwrap_or(text);
     let candidates = url_candidates(text);
     if candidates.is_empty() {
-        if let Some(url) = whole_input_url(text) {
-            return classify(&url, false);
-        }
         return Err(no_note_link(text));
     }
     let mut first_error: Option<InputError> = None;
@@ -91,9 +86,8 @@ pub fn parse_note(input: &str) -> Result<NoteId, InputError> {
         match classify(candidate.text, false) {
             Ok(id) => return Ok(id),
             Err(e) => {
-                let replace = first_error
-                    .as_ref()
-                    .is_none_or(|f| needs_resolving(e.kind()) && !needs_resolving(f.kind()));
+                let replace =
+                    first_error.as_ref().is_none_or(|f| needs_resolving(e.kind()) && !needs_resolving(f.kind()));
                 if replace {
                     first_error = Some(e);
                 }
@@ -112,14 +106,11 @@ fn classify(text: &str, nested: bool) -> Result<NoteId, InputError> {
             "item" | "video_feed" => id_segment(addr.path().strip_prefix('/').unwrap_or("")),
             other => Err(InputError::not_product(format!(
                 "RED app link xhsdiscover://{} is not a note: open the note and copy its link",
-                crate::platform::quote_for_message(other)
+                quote(other)
             ))),
         },
         Scheme::Http | Scheme::Https => classify_web(&addr, nested),
-        _ => Err(InputError::unsupported_scheme(
-            text.split(':').next().unwrap_or(""),
-            NOTE_ACCEPTS,
-        )),
+        _ => Err(InputError::unsupported_scheme(text.split(':').next().unwrap_or(""), NOTE_ACCEPTS)),
     }
 }
 
@@ -131,10 +122,7 @@ fn classify_web(addr: &Address, nested: bool) -> Result<NoteId, InputError> {
         if addr.host_under(&FAMILY) {
             return Err(not_a_note(addr));
         }
-        return Err(InputError::untrusted_host(
-            addr.host(),
-            "Xiaohongshu/RED note",
-        ));
+        return Err(InputError::untrusted_host(addr.host(), "Xiaohongshu/RED note"));
     }
     let path = addr.path();
     if let Some(segment) = NOTE_PATHS.iter().find_map(|p| path.strip_prefix(p)) {
@@ -158,7 +146,7 @@ fn id_segment(segment: &str) -> Result<NoteId, InputError> {
     parse_note_id(segment).map(NoteId).ok_or_else(|| {
         InputError::malformed(format!(
             "note id '{}' is not 24 hex characters: copy the note link again",
-            crate::platform::quote_for_message(segment)
+            quote(segment)
         ))
     })
 }
@@ -167,20 +155,16 @@ fn not_a_note(addr: &Address) -> InputError {
     InputError::not_product(format!(
         "{}{} is a RED page but not a note (e.g. a topic or profile): open the note and copy its link",
         addr.host(),
-        crate::platform::quote_for_message(addr.path())
+        quote(addr.path())
     ))
 }
 
 fn no_note_link(text: &str) -> InputError {
     let id_like = text.len() >= 8 && text.bytes().all(|b| b.is_ascii_alphanumeric());
     if id_like {
-        InputError::malformed(
-            "not a note id: a RED note id is 24 hex characters (0-9, a-f)",
-        )
+        InputError::malformed("not a note id: a RED note id is 24 hex characters (0-9, a-f)")
     } else {
-        InputError::not_product(
-            "no RED note link found: paste the note URL, its share text or its 24-hex id",
-        )
+        InputError::not_product("no RED note link found: paste the note URL, its share text or its 24-hex id")
     }
 }
 
@@ -190,9 +174,7 @@ mod tests {
     use crate::platform::InputErrorKind::{self, *};
 
     fn note(input: &str) -> Result<String, InputErrorKind> {
-        parse_note(input)
-            .map(|n| n.as_str().to_owned())
-            .map_err(|e| e.kind())
+        parse_note(input).map(|n| n.as_str().to_owned()).map_err(|e| e.kind())
     }
 
     const ID: &str = "65682d4500000000380339a5";
@@ -208,13 +190,12 @@ mod tests {
             format!("https://www.rednote.com/discovery/item/{ID}"),
             format!("xhsdiscover://item/{ID}?type=video"),
             format!("XHSDISCOVER://video_feed/{ID}"),
+            format!("www.xiaohongshu.com/explore/{ID}，复制"),
             format!("看看 😆 abc 😆 https://www.xiaohongshu.com/explore/{ID}，复制"),
             format!(
                 "https://www.xiaohongshu.com/website-login/captcha?redirectPath=https%3A%2F%2Fwww.xiaohongshu.com%2Fexplore%2F{ID}&verifyType=1"
             ),
-            format!(
-                "https://www.xiaohongshu.com/website-login/captcha?redirectPath=%2Fexplore%2F{ID}"
-            ),
+            format!("https://www.xiaohongshu.com/website-login/captcha?redirectPath=%2Fexplore%2F{ID}"),
         ] {
             assert_eq!(note(&input).as_deref(), Ok(ID), "{input}");
         }
@@ -264,9 +245,6 @@ mod tests {
 
     #[test]
     fn short_link_wins_over_other_errors_in_share_text() {
-        assert_eq!(
-            note("https://evil.test/ 😆 http://xhslink.com/GQ0MHB，复制"),
-            Err(ShortLink)
-        );
+        assert_eq!(note("https://evil.test/ 😆 http://xhslink.com/GQ0MHB，复制"), Err(ShortLink));
     }
 }

@@ -128,10 +128,7 @@ impl Keyring {
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kids: Vec<u8> = (0..=255u8).filter(|k| self.has(*k)).collect();
-        f.debug_struct("Keyring")
-            .field("kids", &kids)
-            .field("active", &self.active)
-            .finish_non_exhaustive()
+        f.debug_struct("Keyring").field("kids", &kids).field("active", &self.active).finish_non_exhaustive()
     }
 }
 

@@ -13,8 +13,10 @@ use uuid::Uuid;
 
 use crate::link::LinkClaims;
 
+mod record;
 mod ua;
 
+pub use record::ClickRecord;
 pub use ua::UaClass;
 
 /// Mints a click token: a UUID v7 (RFC 9562 §5.7), time-ordered, 74 random bits.

@@ -54,14 +54,38 @@ impl UaClass {
 
 /// Substrings (lowercase) of in-app browsers' user agents.
 const APP_MARKERS: &[&str] = &[
-    "xhsdiscover", "micromessenger", "weibo", "aweme", "bytedancewebview", "qq/", "dingtalk", "alipayclient",
-    "aliapp", "kuaishou",
+    "xhsdiscover",
+    "micromessenger",
+    "weibo",
+    "aweme",
+    "bytedancewebview",
+    "qq/",
+    "dingtalk",
+    "alipayclient",
+    "aliapp",
+    "kuaishou",
 ];
 
 /// Substrings (lowercase) of crawlers, preview fetchers and HTTP libraries.
 const BOT_MARKERS: &[&str] = &[
-    "bot", "spider", "crawl", "preview", "facebookexternalhit", "slurp", "curl/", "wget/", "python-", "go-http",
-    "okhttp", "java/", "headless", "whatsapp", "telegram", "slack", "embedly", "bingpreview",
+    "bot",
+    "spider",
+    "crawl",
+    "preview",
+    "facebookexternalhit",
+    "slurp",
+    "curl/",
+    "wget/",
+    "python-",
+    "go-http",
+    "okhttp",
+    "java/",
+    "headless",
+    "whatsapp",
+    "telegram",
+    "slack",
+    "embedly",
+    "bingpreview",
 ];
 
 #[cfg(test)]
@@ -76,12 +100,23 @@ mod tests {
         assert_eq!(c("curl/8.5.0"), Bot);
         assert_eq!(c("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"), Bot);
         assert_eq!(
-            c("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47"),
+            c(
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47"
+            ),
             App
         );
-        assert_eq!(c("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 discover/8.30 XHSDiscover"), App);
-        assert_eq!(c("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36"), Mobile);
-        assert_eq!(c("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"), Desktop);
+        assert_eq!(
+            c("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 discover/8.30 XHSDiscover"),
+            App
+        );
+        assert_eq!(
+            c("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36"),
+            Mobile
+        );
+        assert_eq!(
+            c("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"),
+            Desktop
+        );
         assert!(App.is_mobile() && Mobile.is_mobile() && !Desktop.is_mobile() && !Bot.is_mobile());
     }
 }

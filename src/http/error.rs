@@ -52,7 +52,10 @@ impl ApiError {
 
     /// `503 store_unavailable` with `Retry-After`.
     pub fn unavailable() -> Self {
-        Self { retry_after_s: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "store unavailable, retry later") }
+        Self {
+            retry_after_s: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "store unavailable, retry later")
+        }
     }
 
     /// `500 internal` with an opaque body; `cause` is logged, never sent.

@@ -46,10 +46,8 @@ pub async fn follow_link(State(app): State<AppState>, req: Request) -> Response 
     let location = jump::build(&claims.product, ua.is_mobile(), &token, ts_ms, &app.jump_keys);
 
     if req.method() != Method::HEAD {
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let peer =
+            req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
         let referrer_host = headers.get(header::REFERER).and_then(|v| v.to_str().ok()).and_then(click::referrer_host);
         let click = Click { token, ts_ms, link: claims, ip_hash: app.visitor.ip_hash(peer), ua, referrer_host };
         match app.record_click(&click).await {

@@ -26,7 +26,11 @@ pub struct CreateLink {
 
 /// `201 {link, platform, item_id, sku_id, note_id}`; `400` naming the field;
 /// `401` without the admin token.
-pub async fn create_link(State(app): State<AppState>, headers: HeaderMap, body: ApiJson<CreateLink>) -> Result<Response, ApiError> {
+pub async fn create_link(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: ApiJson<CreateLink>,
+) -> Result<Response, ApiError> {
     require_admin(&headers, &app)?;
     let ApiJson(body) = body;
     let req = MintRequest {

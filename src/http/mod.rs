@@ -59,11 +59,17 @@ pub fn router(state: AppState) -> Router {
 
 fn overload_error(e: &tower::BoxError) -> Response {
     if e.is::<tower::timeout::error::Elapsed>() {
-        ApiError { retry_after_s: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "request took too long") }
-            .into_response()
+        ApiError {
+            retry_after_s: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "request took too long")
+        }
+        .into_response()
     } else if e.is::<tower::load_shed::error::Overloaded>() {
-        ApiError { retry_after_s: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "server busy, retry") }
-            .into_response()
+        ApiError {
+            retry_after_s: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "server busy, retry")
+        }
+        .into_response()
     } else {
         ApiError::internal(e).into_response()
     }

@@ -27,8 +27,8 @@ use crate::platform::{Platform, Product};
 
 pub mod mint;
 
-pub use mint::{MintError, MintRequest, Minted, mint};
 use crate::signing::Keyring;
+pub use mint::{MintError, MintRequest, Minted, mint};
 
 /// Format version written in byte 0. NEVER CHANGE for v1 links in the wild.
 pub const VERSION: u8 = 1;
@@ -115,11 +115,10 @@ pub struct InvalidLink(pub InvalidLinkReason);
 /// 24-hex note, 10-character creator and 12-digit item).
 /// Errors: [`ClaimsError`] naming the field when a claim is outside its shape.
 pub fn encode(claims: &LinkClaims, keys: &Keyring) -> Result<String, ClaimsError> {
-    let note = decode_note_hex(&claims.note_id).ok_or(ClaimsError {
-        field: "note_id",
-        message: "must be a 24-character hex RED note id",
-    })?;
-    check_token(&claims.creator_id, MAX_CREATOR_BYTES).map_err(|message| ClaimsError { field: "creator_id", message })?;
+    let note = decode_note_hex(&claims.note_id)
+        .ok_or(ClaimsError { field: "note_id", message: "must be a 24-character hex RED note id" })?;
+    check_token(&claims.creator_id, MAX_CREATOR_BYTES)
+        .map_err(|message| ClaimsError { field: "creator_id", message })?;
     if let Some(c) = &claims.campaign {
         check_token(c, MAX_CAMPAIGN_BYTES).map_err(|message| ClaimsError { field: "campaign", message })?;
     }

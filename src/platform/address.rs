@@ -49,10 +49,7 @@ impl Scheme {
 
     /// Looks a scheme name up, ASCII case-insensitively.
     pub(crate) fn from_name(name: &str) -> Option<Scheme> {
-        Scheme::NAMES
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, s)| *s)
+        Scheme::NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, s)| *s)
     }
 
     /// True for `http` and `https`.
@@ -77,13 +74,10 @@ impl Address {
     /// not in [`Scheme`]; [`Malformed`](super::InputErrorKind::Malformed) for an unparsable
     /// URL, a missing `//`, whitespace, user info, a non-default port, dot segments or no host.
     pub(crate) fn parse(candidate: &str) -> Result<Address, InputError> {
-        if candidate
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(InputError::malformed(
-                "URL contains whitespace or control characters",
-            ));
+        let has_space = candidate.bytes().any(|b| b <= 0x20 || b == 0x7F)
+            || (!candidate.is_ascii() && candidate.chars().any(|c| c.is_whitespace() || c.is_control()));
+        if has_space {
+            return Err(InputError::malformed("URL contains whitespace or control characters"));
         }
         let owned;
         let candidate = if candidate.starts_with("//") {
@@ -92,17 +86,12 @@ impl Address {
         } else {
             candidate
         };
-        let (scheme_name, rest) = candidate
-            .split_once(':')
-            .ok_or_else(|| InputError::malformed("not a URL: no scheme such as https://"))?;
-        let scheme = Scheme::from_name(scheme_name).ok_or_else(|| {
-            InputError::unsupported_scheme(scheme_name, "http(s) URLs and app links")
-        })?;
+        let (scheme_name, rest) =
+            candidate.split_once(':').ok_or_else(|| InputError::malformed("not a URL: no scheme such as https://"))?;
+        let scheme = Scheme::from_name(scheme_name)
+            .ok_or_else(|| InputError::unsupported_scheme(scheme_name, "http(s) URLs and app links"))?;
         let Some(after_slashes) = rest.strip_prefix("//") else {
-            return Err(InputError::malformed(format!(
-                "URL {} has no '//' after the scheme",
-                quote(candidate)
-            )));
+            return Err(InputError::malformed(format!("URL {} has no '//' after the scheme", quote(candidate))));
         };
         if has_dot_segment(after_slashes) {
             return Err(InputError::malformed(format!(
@@ -110,9 +99,8 @@ impl Address {
                 quote(candidate)
             )));
         }
-        let url = Url::parse(candidate).map_err(|e| {
-            InputError::malformed(format!("not a valid URL ({e}): {}", quote(candidate)))
-        })?;
+        let url = Url::parse(candidate)
+            .map_err(|e| InputError::malformed(format!("not a valid URL ({e}): {}", quote(candidate))))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(InputError::malformed(
                 "URL has user info before the host (user@host): not allowed in a product or note link",
@@ -151,15 +139,13 @@ impl Address {
     }
 
     /// True when the host is one of `domains` or a subdomain of one (label-wise:
-    /// `a.taobao.com` is under `taobao.com`; `evil-taobao.com` is not).
+    /// `a.taobao.com` is under `taobao.com`; `evil-taobao.com` is not). A host with a
+    /// punycode (`xn--`) label is never under anything: it is reported as untrusted.
     pub(crate) fn host_under(&self, domains: &[&str]) -> bool {
-        domains.iter().any(|d| {
-            self.host == *d
-                || self
-                    .host
-                    .strip_suffix(d)
-                    .is_some_and(|prefix| prefix.ends_with('.'))
-        })
+        let idn = self.host.split('.').any(|label| label.starts_with("xn--"));
+        !idn && domains
+            .iter()
+            .any(|d| self.host == *d || self.host.strip_suffix(d).is_some_and(|prefix| prefix.ends_with('.')))
     }
 
     /// The path, percent-encoded as normalised by the URL parser (`/` when empty for web URLs).
@@ -207,16 +193,14 @@ pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Co
 
 /// Percent-decodes once; invalid UTF-8 becomes U+FFFD (which no id or URL check accepts).
 pub(crate) fn decode(text: &str) -> Cow<'_, str> {
-    percent_decode_str(text).decode_utf8_lossy()
+    if text.contains('%') { percent_decode_str(text).decode_utf8_lossy() } else { Cow::Borrowed(text) }
 }
 
 /// True when the path (of `authority/path?query#fragment`) has a `.` or `..` segment, in
 /// plain or percent-encoded form. The URL parser would silently resolve them, hiding what
 /// was pasted.
 fn has_dot_segment(after_slashes: &str) -> bool {
-    let authority_end = after_slashes
-        .find(['/', '\\', '?', '#'])
-        .unwrap_or(after_slashes.len());
+    let authority_end = after_slashes.find(['/', '\\', '?', '#']).unwrap_or(after_slashes.len());
     let Some(rest) = after_slashes.get(authority_end..) else {
         return false;
     };
@@ -224,10 +208,8 @@ fn has_dot_segment(after_slashes: &str) -> bool {
     let Some(path) = rest.get(..path_end) else {
         return false;
     };
-    path.split(['/', '\\']).any(|seg| {
-        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
-        seg == "." || seg == ".."
-    })
+    path.split(['/', '\\'])
+        .any(|seg| [".", "%2e", "..", ".%2e", "%2e.", "%2e%2e"].iter().any(|dot| seg.eq_ignore_ascii_case(dot)))
 }
 
 #[cfg(test)]
@@ -243,16 +225,12 @@ mod tests {
     fn clean_urls() {
         let a = Address::parse("HTTPS://Item.TaoBao.com./item.htm?id=1#x");
         let a = a.as_ref().map(|a| (a.scheme(), a.host(), a.path(), a.query()));
-        assert_eq!(
-            a.ok(),
-            Some((Scheme::Https, "item.taobao.com", "/item.htm", Some("id=1")))
-        );
+        assert_eq!(a.ok(), Some((Scheme::Https, "item.taobao.com", "/item.htm", Some("id=1"))));
         let a = Address::parse("//item.jd.com/1.html").map(|a| (a.scheme(), a.host().to_owned()));
         assert_eq!(a.ok(), Some((Scheme::Https, "item.jd.com".to_owned())));
         let a = Address::parse("https://item.jd.com:443/1.html").map(|a| a.host().to_owned());
         assert_eq!(a.ok().as_deref(), Some("item.jd.com"));
-        let a = Address::parse("openApp.jdMobile://Item.JD.com/1.html")
-            .map(|a| (a.scheme(), a.host().to_owned()));
+        let a = Address::parse("openApp.jdMobile://Item.JD.com/1.html").map(|a| (a.scheme(), a.host().to_owned()));
         assert_eq!(a.ok(), Some((Scheme::JdOpenApp, "item.jd.com".to_owned())));
     }
 
@@ -304,16 +282,15 @@ mod tests {
         assert_eq!(a.map(|a| a.host_under(&["taobao.com"])), Some(true));
         let a = Address::parse("https://item.taobao.com.evil.cn/").ok();
         assert_eq!(a.map(|a| a.host_under(&["taobao.com"])), Some(false));
+        let a = Address::parse("https://ıtem.taobao.com/").ok();
+        assert_eq!(a.map(|a| a.host_under(&["taobao.com"])), Some(false));
     }
 
     #[test]
     fn params() {
         let a = Address::parse("https://x.test/p?%69d=5&id=5&skuId=&b").ok();
         let got = a.as_ref().map(|a| (a.param("id").ok(), a.param("skuId").ok()));
-        assert_eq!(
-            got,
-            Some((Some(Some("5".to_owned())), Some(Some(String::new()))))
-        );
+        assert_eq!(got, Some((Some(Some("5".to_owned())), Some(Some(String::new())))));
         let a = Address::parse("https://x.test/p?id=5&%69d=6").ok();
         let kind = a.and_then(|a| a.param("id").err()).map(|e| e.kind());
         assert_eq!(kind, Some(InputErrorKind::Malformed));

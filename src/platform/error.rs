@@ -83,10 +83,7 @@ impl fmt::Display for InputErrorKind {
 impl InputError {
     /// Builds an error. `message` must read well on its own and say what to do next.
     pub(crate) fn new(kind: InputErrorKind, message: impl Into<String>) -> InputError {
-        InputError {
-            kind,
-            message: message.into(),
-        }
+        InputError { kind, message: message.into() }
     }
 
     /// The reason class, for branching and for metrics.
@@ -100,39 +97,27 @@ impl InputError {
     }
 
     pub(crate) fn empty(what: &str) -> InputError {
-        InputError::new(
-            InputErrorKind::Empty,
-            format!("input is empty: paste {what}"),
-        )
+        InputError::new(InputErrorKind::Empty, format!("input is empty: paste {what}"))
     }
 
     pub(crate) fn too_long(len: usize) -> InputError {
         InputError::new(
             InputErrorKind::TooLong,
-            format!(
-                "input is {len} bytes, over the {} byte limit: paste just the URL",
-                super::MAX_INPUT_BYTES
-            ),
+            format!("input is {len} bytes, over the {} byte limit: paste just the URL", super::MAX_INPUT_BYTES),
         )
     }
 
     pub(crate) fn short_link(host: &str, target: &str) -> InputError {
         InputError::new(
             InputErrorKind::ShortLink,
-            format!(
-                "short link ({}): resolve it to a {target} URL first",
-                quote(host)
-            ),
+            format!("short link ({}): resolve it to a {target} URL first", quote(host)),
         )
     }
 
     pub(crate) fn affiliate_link(host: &str) -> InputError {
         InputError::new(
             InputErrorKind::AffiliateLink,
-            format!(
-                "affiliate/ad link ({}): resolve it to a product URL first",
-                quote(host)
-            ),
+            format!("affiliate/ad link ({}): resolve it to a product URL first", quote(host)),
         )
     }
 
@@ -148,19 +133,15 @@ impl InputError {
     }
 
     pub(crate) fn untrusted_host(host: &str, hosts_of: &str) -> InputError {
-        InputError::new(
-            InputErrorKind::UntrustedHost,
-            format!("host {} is not a {hosts_of} host", quote(host)),
-        )
+        let idn = host.split('.').any(|label| label.starts_with("xn--"));
+        let hint = if idn { " (it has non-ASCII, possibly look-alike, characters)" } else { "" };
+        InputError::new(InputErrorKind::UntrustedHost, format!("host {} is not a {hosts_of} host{hint}", quote(host)))
     }
 
     pub(crate) fn unsupported_scheme(scheme: &str, accepted: &str) -> InputError {
         InputError::new(
             InputErrorKind::UnsupportedScheme,
-            format!(
-                "unsupported scheme '{}:': only {accepted} are accepted",
-                quote(scheme)
-            ),
+            format!("unsupported scheme '{}:': only {accepted} are accepted", quote(scheme)),
         )
     }
 
@@ -172,11 +153,8 @@ impl InputError {
 /// Shortens user-controlled text for quoting in a message: at most [`QUOTE_MAX_CHARS`]
 /// characters, control characters replaced, so a message stays one readable line.
 pub(crate) fn quote(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(QUOTE_MAX_CHARS)
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect();
+    let mut out: String =
+        text.chars().take(QUOTE_MAX_CHARS).map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect();
     if text.chars().nth(QUOTE_MAX_CHARS).is_some() {
         out.push('…');
     }
@@ -222,16 +200,10 @@ mod tests {
     fn display_is_the_message() {
         let e = InputError::short_link("m.tb.cn", "product");
         assert_eq!(e.kind(), InputErrorKind::ShortLink);
-        assert_eq!(
-            e.to_string(),
-            "short link (m.tb.cn): resolve it to a product URL first"
-        );
+        assert_eq!(e.to_string(), "short link (m.tb.cn): resolve it to a product URL first");
         assert_eq!(e.message(), e.to_string());
         let e = InputError::untrusted_host("example.com", "Taobao, Tmall or JD product");
-        assert_eq!(
-            e.to_string(),
-            "host example.com is not a Taobao, Tmall or JD product host"
-        );
+        assert_eq!(e.to_string(), "host example.com is not a Taobao, Tmall or JD product host");
     }
 
     #[test]

@@ -37,10 +37,7 @@ pub(super) fn id_from_path(path: &str, forms: &[PathForm]) -> Option<Result<u64,
 /// Lenient on purpose: a missing or odd SKU only means the product page opens without a
 /// preselected SKU, which is never the wrong product.
 pub(super) fn sku_from_query(addr: &Address) -> Option<u64> {
-    addr.param("skuId")
-        .ok()
-        .flatten()
-        .and_then(|v| parse_numeric_id(&v))
+    addr.param("skuId").ok().flatten().and_then(|v| parse_numeric_id(&v))
 }
 
 /// `NotProduct` for a page of a known marketplace that is not a product page.
@@ -53,10 +50,7 @@ pub(super) fn not_product_page(addr: &Address, family: &str) -> InputError {
 
 /// `Malformed` for an id value that is not 1–19 digits without a leading zero.
 pub(super) fn bad_id(what: &str, value: &str) -> InputError {
-    InputError::malformed(format!(
-        "{what} '{}' is not a valid id (1 to 19 digits, no leading zero)",
-        quote(value)
-    ))
+    InputError::malformed(format!("{what} '{}' is not a valid id (1 to 19 digits, no leading zero)", quote(value)))
 }
 
 /// `host/path` of an address, shortened for messages.

@@ -44,14 +44,8 @@ mod tests {
     fn numeric_ids() {
         assert_eq!(parse_numeric_id("1"), Some(1));
         assert_eq!(parse_numeric_id("878010637397"), Some(878_010_637_397));
-        assert_eq!(
-            parse_numeric_id("4611686062152172176"),
-            Some(4_611_686_062_152_172_176)
-        );
-        assert_eq!(
-            parse_numeric_id("9999999999999999999"),
-            Some(9_999_999_999_999_999_999)
-        );
+        assert_eq!(parse_numeric_id("4611686062152172176"), Some(4_611_686_062_152_172_176));
+        assert_eq!(parse_numeric_id("9999999999999999999"), Some(9_999_999_999_999_999_999));
     }
 
     #[test]
@@ -80,14 +74,8 @@ mod tests {
 
     #[test]
     fn note_ids() {
-        assert_eq!(
-            parse_note_id("65682d4500000000380339a5").as_deref(),
-            Some("65682d4500000000380339a5")
-        );
-        assert_eq!(
-            parse_note_id("65682D4500000000380339A5").as_deref(),
-            Some("65682d4500000000380339a5")
-        );
+        assert_eq!(parse_note_id("65682d4500000000380339a5").as_deref(), Some("65682d4500000000380339a5"));
+        assert_eq!(parse_note_id("65682D4500000000380339A5").as_deref(), Some("65682d4500000000380339a5"));
         for bad in [
             "",
             "abc",

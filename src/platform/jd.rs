@@ -59,13 +59,11 @@ pub(super) fn classify_web(addr: &Address) -> Option<Result<Product, InputError>
         "re.jd.com" => path_form(addr, &[("/cps/item/", ".html")]).and_then(|p| {
             // The CPS page repeats the id as wareId; a different one is ambiguous.
             match addr.param("wareId")? {
-                Some(w) if parse_numeric_id(&w) != Some(p.item_id) => {
-                    Err(InputError::malformed(format!(
-                        "JD CPS link has path id {} but wareId '{}': paste the product page URL",
-                        p.item_id,
-                        quote(&w)
-                    )))
-                }
+                Some(w) if parse_numeric_id(&w) != Some(p.item_id) => Err(InputError::malformed(format!(
+                    "JD CPS link has path id {} but wareId '{}': paste the product page URL",
+                    p.item_id,
+                    quote(&w)
+                ))),
                 _ => Ok(p),
             }
         }),
@@ -87,11 +85,7 @@ pub(super) fn classify_app(addr: &Address) -> Result<Product, InputError> {
 }
 
 fn product(item_id: u64) -> Product {
-    Product {
-        platform: Platform::Jd,
-        item_id,
-        sku_id: None,
-    }
+    Product { platform: Platform::Jd, item_id, sku_id: None }
 }
 
 fn app_not_product(target: &str) -> InputError {
@@ -110,9 +104,7 @@ fn path_form(addr: &Address, forms: &[PathForm]) -> Result<Product, InputError> 
 /// `https://linkst.m.jd.com/ul/ul.action?openApp.jdMobile://…`: the whole query is an app link.
 fn universal_link(addr: &Address) -> Result<Product, InputError> {
     let query = addr.query().unwrap_or("");
-    let is_app_link = query
-        .get(..APP_PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(APP_PREFIX));
+    let is_app_link = query.get(..APP_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(APP_PREFIX));
     if !is_app_link {
         return Err(not_product_page(addr, FAMILY_NAME));
     }
@@ -128,24 +120,19 @@ fn virtual_link(addr: &Address) -> Result<Product, InputError> {
     let query = addr.query().unwrap_or("");
     // The JSON may contain raw '&': take everything after `params=`, decode once, and let the
     // JSON reader stop at the object's closing brace.
-    let raw = query
-        .strip_prefix("params=")
-        .or_else(|| query.split_once("&params=").map(|(_, rest)| rest));
+    let raw = query.strip_prefix("params=").or_else(|| query.split_once("&params=").map(|(_, rest)| rest));
     let Some(raw) = raw else {
         return Err(app_not_product("a page without params"));
     };
     let json = decode(raw);
-    let members = top_level_members(&json).ok_or_else(|| {
-        InputError::malformed("JD app link params are not a readable JSON object")
-    })?;
+    let members = top_level_members(&json)
+        .ok_or_else(|| InputError::malformed("JD app link params are not a readable JSON object"))?;
     let value = |key: &str| -> Result<Option<&str>, InputError> {
         let mut found: Option<&str> = None;
         for (k, v) in &members {
             if k == key {
                 if found.is_some_and(|f| f != v) {
-                    return Err(InputError::malformed(format!(
-                        "JD app link has conflicting '{key}' values"
-                    )));
+                    return Err(InputError::malformed(format!("JD app link has conflicting '{key}' values")));
                 }
                 found = Some(v);
             }
@@ -154,16 +141,11 @@ fn virtual_link(addr: &Address) -> Result<Product, InputError> {
     };
     let des = value("des")?;
     if des != Some("productDetail") {
-        return Err(app_not_product(&format!(
-            "'{}'",
-            quote(des.unwrap_or("(no des)"))
-        )));
+        return Err(app_not_product(&format!("'{}'", quote(des.unwrap_or("(no des)")))));
     }
     match value("skuId")? {
         None => Err(app_not_product("a product detail without skuId")),
-        Some(sku) => parse_numeric_id(sku)
-            .map(product)
-            .ok_or_else(|| bad_id("skuId", sku)),
+        Some(sku) => parse_numeric_id(sku).map(product).ok_or_else(|| bad_id("skuId", sku)),
     }
 }
 
@@ -251,7 +233,8 @@ fn read_string(chars: &mut impl Iterator<Item = char>) -> Option<String> {
                     }
                     out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
                 }
-                other => out.push(other),
+                c @ ('"' | '\\' | '/') => out.push(c),
+                _ => return None, // not a JSON escape: unreadable, never guessed around
             },
             c => out.push(c),
         }
@@ -304,20 +287,13 @@ mod tests {
         assert_eq!(parse("https://item.m.jd.com/ware/view.action?wareId=2"), Ok(2));
         assert_eq!(parse("https://re.jd.com/cps/item/3.html?wareId=3"), Ok(3));
         assert_eq!(parse("openapp.jdmobile://item.jd.com/4.html"), Ok(4));
+        assert_eq!(parse(r#"openapp.jdmobile://virtual?params={"des":"productDetail","skuId":"5"}"#), Ok(5));
+        assert_eq!(parse(r#"openapp.jdmobile://virtual?params={"des":"productDetail","skuId":6}&x=1"#), Ok(6));
+        assert_eq!(parse("openapp.jdmobile://virtual?params={“des”:”productDetail”,”skuId”:”7“}"), Ok(7));
         assert_eq!(
-            parse(r#"openapp.jdmobile://virtual?params={"des":"productDetail","skuId":"5"}"#),
-            Ok(5)
-        );
-        assert_eq!(
-            parse(r#"openapp.jdmobile://virtual?params={"des":"productDetail","skuId":6}&x=1"#),
-            Ok(6)
-        );
-        assert_eq!(
-            parse("openapp.jdmobile://virtual?params={“des”:”productDetail”,”skuId”:”7“}"),
-            Ok(7)
-        );
-        assert_eq!(
-            parse("https://linkst.m.jd.com/ul/ul.action?openApp.jdMobile://virtual?params=%7B%22des%22%3A%22productDetail%22%2C%22skuId%22%3A%228%22%7D"),
+            parse(
+                "https://linkst.m.jd.com/ul/ul.action?openApp.jdMobile://virtual?params=%7B%22des%22%3A%22productDetail%22%2C%22skuId%22%3A%228%22%7D"
+            ),
             Ok(8)
         );
     }
@@ -334,28 +310,17 @@ mod tests {
             ("https://u.jd.com/abc", ShortLink),
             ("https://union-click.jd.com/jdc?d=abc", AffiliateLink),
             // skuId nested in another object or string is never read.
-            (
-                r#"openapp.jdmobile://virtual?params={"des":"productDetail","ext":{"skuId":"1"}}"#,
-                NotProduct,
-            ),
-            (
-                r#"openapp.jdmobile://virtual?params={"des":"productDetail","x":"\"skuId\":\"1\""}"#,
-                NotProduct,
-            ),
+            (r#"openapp.jdmobile://virtual?params={"des":"productDetail","ext":{"skuId":"1"}}"#, NotProduct),
+            (r#"openapp.jdmobile://virtual?params={"des":"productDetail","x":"\"skuId\":\"1\""}"#, NotProduct),
             (r#"openapp.jdmobile://virtual?params={"des":"getCoupon","skuId":"1"}"#, NotProduct),
-            (
-                r#"openapp.jdmobile://virtual?params={"des":"productDetail","skuId":"1","skuId":"2"}"#,
-                Malformed,
-            ),
+            (r#"openapp.jdmobile://virtual?params={"des":"productDetail","skuId":"1","skuId":"2"}"#, Malformed),
             (r#"openapp.jdmobile://virtual?params={"des":"productDetail","skuId":"01"}"#, Malformed),
             ("openapp.jdmobile://virtual?params={{{{{{", Malformed),
+            (r#"openapp.jdmobile://virtual?params={"des":"productDetail","skuId":"11\7"}"#, Malformed),
             ("openapp.jdmobile://virtual?params=", Malformed),
             ("openapp.jdmobile://virtual?x=1", NotProduct),
             ("openapp.jdmobile://evil.cn/1.html", NotProduct),
-            (
-                "https://linkst.m.jd.com/ul/ul.action?https://item.jd.com/1.html",
-                NotProduct,
-            ),
+            ("https://linkst.m.jd.com/ul/ul.action?https://item.jd.com/1.html", NotProduct),
         ] {
             assert_eq!(parse(url), Err(want), "{url}");
         }

@@ -15,13 +15,13 @@
 //! 1. More than [`MAX_INPUT_BYTES`] bytes is `TooLong`; nothing but whitespace is `Empty`.
 //! 2. Input starting with a foreign scheme (`javascript:`, `data:`, `file:`, …) is
 //!    `UnsupportedScheme`, whatever it contains.
-//! 3. URL candidates are found in the text (see `scan`). The first one that is a product
+//! 3. A single scheme-less token, `//host/path` or `host.tld/path`, is read as `https://…`
+//!    (trust is still decided on the parsed host, so `evil.com/item.taobao.com` is untrusted).
+//! 4. URL candidates are found in the text (see `scan`). The first one that is a product
 //!    page on an exact trusted host wins. Otherwise the error reported is the first short
-//!    or affiliate link; else `ShareToken` when the text has a 淘口令/京口令; else the first
-//!    candidate's own error (`UntrustedHost`, `NotProduct`, `Malformed`, …).
-//! 4. With no candidate: a single `//host/path` or `host.tld/path` token is read as
-//!    `https://` (trust is still decided on the parsed host); else a share token gives
-//!    `ShareToken`; else `NotProduct`. A bare number is never taken as an item id.
+//!    or affiliate link; else `ShareToken` when the text has a 淘口令/京口令 outside the URLs;
+//!    else the first candidate's own error (`UntrustedHost`, `NotProduct`, `Malformed`, …);
+//!    with no candidate at all, `NotProduct`. A bare number is never taken as an item id.
 //!
 //! Trust: only the exact hosts listed in `taobao` and `jd` yield an id, compared after
 //! lowercasing and dropping one trailing dot. Look-alikes (`item.taobao.com.evil.cn`,
@@ -152,11 +152,11 @@ pub fn parse_product(input: &str) -> Result<Product, InputError> {
     if let Some(scheme) = leading_foreign_scheme(text) {
         return Err(InputError::unsupported_scheme(scheme, PRODUCT_ACCEPTS));
     }
+    // A lone scheme-less `//host/path` or `host.tld/path` is read as `https://…`.
+    let with_scheme = whole_input_url(text);
+    let text = with_scheme.as_deref().unwrap_or(text);
     let candidates = url_candidates(text);
     if candidates.is_empty() {
-        if let Some(url) = whole_input_url(text) {
-            return classify_url(&url);
-        }
         if token::find_share_token(text, &[]).is_some() {
             return Err(InputError::share_token());
         }
@@ -244,10 +244,7 @@ fn classify_url(text: &str) -> Result<Product, InputError> {
             .unwrap_or_else(|| Err(InputError::untrusted_host(addr.host(), PRODUCT_HOSTS))),
         Scheme::TbOpen | Scheme::Taobao | Scheme::Tmall => taobao::classify_app(&addr),
         Scheme::JdOpenApp => jd::classify_app(&addr),
-        Scheme::XhsDiscover => Err(InputError::unsupported_scheme(
-            "xhsdiscover",
-            PRODUCT_ACCEPTS,
-        )),
+        Scheme::XhsDiscover => Err(InputError::unsupported_scheme("xhsdiscover", PRODUCT_ACCEPTS)),
     }
 }
 
@@ -273,11 +270,7 @@ mod tests {
     }
 
     fn product(platform: Platform, item_id: u64, sku_id: Option<u64>) -> Product {
-        Product {
-            platform,
-            item_id,
-            sku_id,
-        }
+        Product { platform, item_id, sku_id }
     }
 
     #[test]
@@ -314,9 +307,12 @@ mod tests {
             ("https://evil.com/?u=https://item.taobao.com/item.htm?id=1", UntrustedHost),
             ("https://item.taobao.com@evil.cn/item.htm?id=1", Malformed),
             ("https://evil.cn\\@item.taobao.com/item.htm?id=1", UntrustedHost),
-            ("https://xn--item-taobao-xyz.com/item.htm?id=1", UntrustedHost),
             ("https://item.xn--tobao-ura.com/item.htm?id=1", UntrustedHost),
-            ("https://ıtem.taobao.com/item.htm?id=1", Malformed),
+            ("https://xn--item-taobao-xyz.com/item.htm?id=1", Malformed), // invalid punycode
+            ("https://item.tаobao.com/item.htm?id=1", UntrustedHost),     // Cyrillic 'а'
+            ("看 https://ıtem.taobao.com/item.htm?id=1", UntrustedHost),  // dotless 'ı'
+            ("https://item.taobao.com。evil.cn/item.htm?id=1", NotProduct), // cut at '。'
+            ("https://ｉtem.taobao.com/item.htm?id=1", NotProduct),       // full-width: cut, no URL
             ("https://item.taobao.com:8080/item.htm?id=1", Malformed),
             ("https://127.0.0.1/item.htm?id=1", UntrustedHost),
             ("https://[::1]/item.htm?id=1", UntrustedHost),
@@ -353,14 +349,12 @@ mod tests {
         let cases = [
             ("//item.taobao.com/item.htm?id=1", product(Taobao, 1, None)),
             ("item.jd.com/2.html", product(Jd, 2, None)),
+            ("item.jd.com/2.html【好物】", product(Jd, 2, None)),
             ("HTTPS://DETAIL.TMALL.COM./item.htm?id=3", product(Tmall, 3, None)),
             ("https://item.jd.com:443/4.html", product(Jd, 4, None)),
             ("https://item.taobao.com/item.htm?%69d=5", product(Taobao, 5, None)),
             ("看看这个（https://item.jd.com/6.html）不错", product(Jd, 6, None)),
-            (
-                "https://m.tb.cn/h.x 然后 https://item.taobao.com/item.htm?id=7",
-                product(Taobao, 7, None),
-            ),
+            ("https://m.tb.cn/h.x 然后 https://item.taobao.com/item.htm?id=7", product(Taobao, 7, None)),
             (
                 "https://item.taobao.com/item.htm?id=9999999999999999999",
                 product(Taobao, 9_999_999_999_999_999_999, None),

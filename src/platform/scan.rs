@@ -5,7 +5,8 @@
 //! URLs to CJK text (`【淘宝】https://m.tb.cn/h.x「标题」`, `http://xhslink.com/x，复制`), so a
 //! URL starts at the scheme found before `://` and stops at the first whitespace, control or
 //! non-ASCII character (CJK punctuation, full-width characters, typographic quotes, emoji),
-//! or at one of `" ' < > \` [ ] { } | ^ \`. Trailing `. , ; : ! ?` and an unbalanced `)` are
+//! or at one of `" ' < > \` [ ] { } | ^ \`. Non-CJK letters inside the host part
+//! (`item.tаobao.com` with a Cyrillic `а`) are kept, so a look-alike host is judged whole. Trailing `. , ; : ! ?` and an unbalanced `)` are
 //! dropped. One exception: a JD app link's `params={…}` carries a raw JSON object (sometimes
 //! with typographic quotes), which is kept whole up to its matching `}`.
 //! Never does I/O, never decides trust: every candidate is vetted by `address`.
@@ -20,20 +21,8 @@ pub(crate) const MAX_CANDIDATES: usize = 16;
 
 /// Schemes that are rejected outright when the whole input starts with them, even without
 /// `//`, so that `javascript:…('https://item.taobao.com/…')` never yields a product.
-const FOREIGN_SCHEMES: [&str; 12] = [
-    "javascript",
-    "vbscript",
-    "data",
-    "file",
-    "blob",
-    "about",
-    "mailto",
-    "tel",
-    "sms",
-    "intent",
-    "ftp",
-    "filesystem",
-];
+const FOREIGN_SCHEMES: [&str; 12] =
+    ["javascript", "vbscript", "data", "file", "blob", "about", "mailto", "tel", "sms", "intent", "ftp", "filesystem"];
 
 /// One URL found in the text, as a slice of it, and where it sits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +40,7 @@ pub(crate) fn url_candidates(text: &str) -> Vec<Candidate<'_>> {
     let mut covered = 0usize;
     let mut from = 0usize;
     while out.len() < MAX_CANDIDATES {
-        let Some(sep) = text.get(from..).and_then(|t| t.find("://")).map(|i| i + from) else {
+        let Some(sep) = find_separator(text, from) else {
             break;
         };
         from = sep + 3;
@@ -64,16 +53,26 @@ pub(crate) fn url_candidates(text: &str) -> Vec<Candidate<'_>> {
         let keep_json = scheme == Some(Scheme::JdOpenApp);
         let end = trim_trailing(text, sep + 3, url_end(text, sep + 3, keep_json));
         covered = covered.max(end);
-        if end > sep + 3 {
-            if let Some(url) = text.get(start..end) {
-                out.push(Candidate {
-                    text: url,
-                    span: start..end,
-                });
-            }
+        // (No let-chain: the workspace's rust-version is 1.85.)
+        if let Some(url) = text.get(start..end).filter(|_| end > sep + 3) {
+            out.push(Candidate { text: url, span: start..end });
         }
     }
     out
+}
+
+/// Byte index of the next `://` at or after `from` (a plain byte loop: cheaper than a
+/// substring searcher for inputs this short).
+fn find_separator(text: &str, from: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = from;
+    while let Some(&b) = bytes.get(i) {
+        if b == b':' && bytes.get(i + 1) == Some(&b'/') && bytes.get(i + 2) == Some(&b'/') {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
 }
 
 /// For input that is a single token without `://`: `//host/path` becomes `https://host/path`
@@ -91,9 +90,7 @@ pub(crate) fn whole_input_url(trimmed: &str) -> Option<String> {
     let host = trimmed.get(..host_end)?;
     let last_label = host.rsplit('.').next().unwrap_or("");
     let domain_like = host.contains('.')
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
         && last_label.len() >= 2
         && last_label.bytes().all(|b| b.is_ascii_alphabetic());
     domain_like.then(|| format!("https://{trimmed}"))
@@ -124,10 +121,7 @@ fn scheme_start(text: &str, sep: usize, floor: usize) -> Option<(usize, Option<S
     for (name, scheme) in Scheme::NAMES {
         if run.len() >= name.len() {
             let tail_start = sep - name.len();
-            if text
-                .get(tail_start..sep)
-                .is_some_and(|t| t.eq_ignore_ascii_case(name))
-            {
+            if text.get(tail_start..sep).is_some_and(|t| t.eq_ignore_ascii_case(name)) {
                 return Some((tail_start, Some(scheme)));
             }
         }
@@ -137,40 +131,81 @@ fn scheme_start(text: &str, sep: usize, floor: usize) -> Option<(usize, Option<S
     Some((start + first_letter, None))
 }
 
-/// True for characters that cannot be part of a URL as pasted.
-fn is_terminator(c: char) -> bool {
-    !c.is_ascii()
-        || c.is_ascii_whitespace()
-        || c.is_ascii_control()
-        || matches!(
-            c,
-            '"' | '\'' | '<' | '>' | '`' | '[' | ']' | '{' | '}' | '|' | '^' | '\\'
-        )
+/// Bit set over ASCII: bit `b` is set when byte `b` is in `bytes`. Only evaluated at compile
+/// time, on ASCII literals.
+const fn ascii_set(mut bytes: &[u8]) -> u128 {
+    let mut set = 0u128;
+    while let [b, rest @ ..] = bytes {
+        set |= 1u128 << *b;
+        bytes = rest;
+    }
+    set
 }
 
-/// The byte index where the URL that continues at `from` stops.
+/// ASCII that cannot be part of a URL as pasted: controls, space, and `" ' < > \` [ ] { } | ^ \`.
+const TERMINATORS: u128 = ((1u128 << 33) - 1) // 0x00..=0x20: controls and space
+    | (1u128 << 0x7F)
+    | ascii_set(b"\"'<>`[]{}|^\\");
+
+/// ASCII that needs a closer look: the end of the authority, IP-literal brackets, JSON.
+const SPECIAL: u128 = ascii_set(b"/?#[]{");
+
+fn in_set(set: u128, b: u8) -> bool {
+    b < 0x80 && set & (1u128 << b) != 0
+}
+
+/// The byte index where the URL that continues at `from` stops. Works on bytes with bit-set
+/// lookups: this loop sees every byte of the input.
 fn url_end(text: &str, from: usize, keep_json: bool) -> usize {
-    let mut pos = from;
+    let Some(rest) = text.get(from..) else {
+        return from;
+    };
+    let bytes = rest.as_bytes();
     let mut depth = 0usize;
-    while let Some(c) = text.get(pos..).and_then(|t| t.chars().next()) {
-        if depth > 0 {
-            // Inside a JD `params={…}` object: anything but whitespace, up to the match.
-            if c.is_whitespace() || c.is_control() {
-                break;
+    let mut in_authority = true;
+    // `https://[::1]/`: an IP literal host keeps its brackets (and is judged untrusted).
+    let ip_literal = rest.starts_with('[');
+    let mut i = 0usize;
+    while let Some(&b) = bytes.get(i) {
+        if b >= 0x80 {
+            let Some(c) = rest.get(i..).and_then(|t| t.chars().next()) else {
+                return from + i;
+            };
+            // Inside JD's `params={…}` anything but whitespace goes (typographic quotes).
+            // Elsewhere a non-ASCII letter inside the host (`item.tаobao.com` with a Cyrillic
+            // 'а') is part of a look-alike host name: keep it, so the host is judged whole.
+            let keep = if depth > 0 { !c.is_whitespace() } else { in_authority && c.is_alphanumeric() && !is_cjk(c) };
+            if !keep {
+                return from + i;
             }
-            if c == '{' {
-                depth += 1;
-            } else if c == '}' {
-                depth -= 1;
-            }
-        } else if keep_json && c == '{' && ends_with_ignore_case(text.get(..pos), "params=") {
-            depth = 1;
-        } else if is_terminator(c) {
-            break;
+            i += c.len_utf8();
+            continue;
         }
-        pos += c.len_utf8();
+        if depth > 0 {
+            match b {
+                b'{' => depth += 1,
+                b'}' => depth -= 1,
+                _ if b <= 0x20 || b == 0x7F => return from + i,
+                _ => {}
+            }
+        } else if in_set(SPECIAL, b) {
+            match b {
+                b'/' | b'?' | b'#' => in_authority = false,
+                b'[' | b']' if in_authority && ip_literal => {}
+                b'{' if keep_json && ends_with_ignore_case(rest.get(..i), "params=") => depth = 1,
+                _ => return from + i,
+            }
+        } else if in_set(TERMINATORS, b) {
+            return from + i;
+        }
+        i += 1;
     }
-    pos
+    text.len()
+}
+
+/// CJK ideographs, kana, Hangul and full-width forms: text glued to a URL, never part of it.
+fn is_cjk(c: char) -> bool {
+    matches!(c, '\u{2E80}'..='\u{9FFF}' | '\u{AC00}'..='\u{D7AF}' | '\u{F900}'..='\u{FAFF}' | '\u{FF00}'..='\u{FFEF}' | '\u{20000}'..='\u{3FFFF}')
 }
 
 fn ends_with_ignore_case(text: Option<&str>, suffix: &str) -> bool {
@@ -212,28 +247,22 @@ mod tests {
 
     #[test]
     fn glued_share_text() {
-        assert_eq!(
-            urls("【淘宝】https://m.tb.cn/h.example「商品」 ￥Abc123xyZ89￥"),
-            ["https://m.tb.cn/h.example"]
-        );
+        assert_eq!(urls("【淘宝】https://m.tb.cn/h.example「商品」 ￥Abc123xyZ89￥"), ["https://m.tb.cn/h.example"]);
         assert_eq!(
             urls("16:06【淘宝】https://m.tb.cn/h.58QQm4s?tk=q68LWdnBIKy CZ3457 「x」"),
             ["https://m.tb.cn/h.58QQm4s?tk=q68LWdnBIKy"]
         );
-        assert_eq!(
-            urls("😆 http://xhslink.com/GQ0MHB，复制本条信息"),
-            ["http://xhslink.com/GQ0MHB"]
-        );
+        assert_eq!(urls("😆 http://xhslink.com/GQ0MHB，复制本条信息"), ["http://xhslink.com/GQ0MHB"]);
         assert_eq!(
             urls("👉领券+下单：https://union-click.jd.com/jdc?d=WWJ9yu"),
             ["https://union-click.jd.com/jdc?d=WWJ9yu"]
         );
-        assert_eq!(
-            urls("see (https://item.jd.com/1.html). ok"),
-            ["https://item.jd.com/1.html"]
-        );
+        assert_eq!(urls("see (https://item.jd.com/1.html). ok"), ["https://item.jd.com/1.html"]);
         assert_eq!(urls("x下单:HTTPS://a.test/b"), ["HTTPS://a.test/b"]);
         assert_eq!(urls("evilhttps://a.test/b"), ["https://a.test/b"]);
+        // Look-alike letters stay in the host; CJK text glued to a host does not.
+        assert_eq!(urls("https://item.tаobao.com/item.htm?id=1看看"), ["https://item.tаobao.com/item.htm?id=1"]);
+        assert_eq!(urls("https://m.tb.cn看看"), ["https://m.tb.cn"]);
     }
 
     #[test]
@@ -287,14 +316,9 @@ mod tests {
             whole_input_url("evil.com/item.taobao.com?id=1").as_deref(),
             Some("https://evil.com/item.taobao.com?id=1")
         );
-        for not_url in [
-            "8/F2iBcQ6xCZB//",
-            "0_0(s0jWcizeD02(/",
-            "16.06/x",
-            "a b.com/x",
-            "￥AEpabxiRg0u￥",
-            "https://x.test",
-        ] {
+        for not_url in
+            ["8/F2iBcQ6xCZB//", "0_0(s0jWcizeD02(/", "16.06/x", "a b.com/x", "￥AEpabxiRg0u￥", "https://x.test"]
+        {
             assert_eq!(whole_input_url(not_url), None, "{not_url}");
         }
         assert_eq!(leading_foreign_scheme("JavaScript:alert(1)"), Some("JavaScript"));

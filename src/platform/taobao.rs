@@ -54,17 +54,10 @@ pub(super) fn classify_web(addr: &Address) -> Option<Result<Product, InputError>
                 Err(InputError::short_link(addr.host(), "product"))
             }
         }
-        "uland.taobao.com" | "click.simba.taobao.com" => {
-            Err(InputError::affiliate_link(addr.host()))
-        }
+        "uland.taobao.com" | "click.simba.taobao.com" => Err(InputError::affiliate_link(addr.host())),
         "item.taobao.com" => query_form(addr, Taobao, &["/item.htm"], "id"),
         "h5.m.taobao.com" => query_form(addr, Taobao, &["/awp/core/detail.htm"], "id"),
-        "main.m.taobao.com" => query_form(
-            addr,
-            Taobao,
-            &["/security-h5-detail/home", "/detail/index.html"],
-            "id",
-        ),
+        "main.m.taobao.com" => query_form(addr, Taobao, &["/security-h5-detail/home", "/detail/index.html"], "id"),
         "market.m.taobao.com" if path.starts_with("/app/") => match addr.param("itemId") {
             Ok(Some(_)) => query_form(addr, Taobao, &[path], "itemId"),
             Ok(None) => Err(not_product_page(addr, FAMILY_NAME)),
@@ -75,9 +68,7 @@ pub(super) fn classify_web(addr: &Address) -> Option<Result<Product, InputError>
         "detail.tmall.com" | "detail.m.tmall.com" | "chaoshi.detail.tmall.com" => {
             query_form(addr, Tmall, &["/item.htm"], "id")
         }
-        "detail.tmall.hk" | "detail.m.tmall.hk" => {
-            query_form(addr, Tmall, &["/item.htm", "/hk/item.htm"], "id")
-        }
+        "detail.tmall.hk" | "detail.m.tmall.hk" => query_form(addr, Tmall, &["/item.htm", "/hk/item.htm"], "id"),
         "world.tmall.com" => path_form(addr, Tmall, &[("/item/", ".htm")]),
         _ if addr.host_under(&["tb.cn"]) => Err(InputError::short_link(addr.host(), "product")),
         _ if addr.host_under(&FAMILY) => Err(not_product_page(addr, FAMILY_NAME)),
@@ -98,16 +89,12 @@ pub(super) fn classify_app(addr: &Address) -> Result<Product, InputError> {
             // One level only: the nested URL must be a plain web URL on an Alibaba host.
             let inner = Address::parse(&h5)?;
             if !inner.scheme().is_web() {
-                return Err(InputError::malformed(
-                    "Taobao app link wraps another app link: paste the product URL",
-                ));
+                return Err(InputError::malformed("Taobao app link wraps another app link: paste the product URL"));
             }
             classify_web(&inner).unwrap_or_else(|| Err(untrusted(&inner)))
         }
         Scheme::Taobao => classify_web(addr).unwrap_or_else(|| Err(untrusted(addr))),
-        Scheme::Tmall if addr.host() == "page.tm" => {
-            query_form(addr, Platform::Tmall, &["/itemDetail"], "id")
-        }
+        Scheme::Tmall if addr.host() == "page.tm" => query_form(addr, Platform::Tmall, &["/itemDetail"], "id"),
         _ => Err(InputError::not_product(format!(
             "Taobao/Tmall app link to {} is not a product page: open it in the app and copy the product URL",
             super::forms::where_(addr)
@@ -120,35 +107,18 @@ fn untrusted(addr: &Address) -> InputError {
 }
 
 /// A page whose path is one of `paths` and whose item id is query parameter `key`.
-fn query_form(
-    addr: &Address,
-    platform: Platform,
-    paths: &[&str],
-    key: &str,
-) -> Result<Product, InputError> {
+fn query_form(addr: &Address, platform: Platform, paths: &[&str], key: &str) -> Result<Product, InputError> {
     if !paths.contains(&addr.path()) {
         return Err(not_product_page(addr, FAMILY_NAME));
     }
     let item_id = id_from_query(addr, key, FAMILY_NAME)?;
-    Ok(Product {
-        platform,
-        item_id,
-        sku_id: sku_from_query(addr),
-    })
+    Ok(Product { platform, item_id, sku_id: sku_from_query(addr) })
 }
 
 /// A page whose item id is a path slot.
-fn path_form(
-    addr: &Address,
-    platform: Platform,
-    forms: &[PathForm],
-) -> Result<Product, InputError> {
+fn path_form(addr: &Address, platform: Platform, forms: &[PathForm]) -> Result<Product, InputError> {
     match id_from_path(addr.path(), forms) {
-        Some(Ok(item_id)) => Ok(Product {
-            platform,
-            item_id,
-            sku_id: sku_from_query(addr),
-        }),
+        Some(Ok(item_id)) => Ok(Product { platform, item_id, sku_id: sku_from_query(addr) }),
         Some(Err(e)) => Err(e),
         None => Err(not_product_page(addr, FAMILY_NAME)),
     }
@@ -169,31 +139,18 @@ mod tests {
     }
 
     fn product(platform: Platform, item_id: u64, sku_id: Option<u64>) -> Product {
-        Product {
-            platform,
-            item_id,
-            sku_id,
-        }
+        Product { platform, item_id, sku_id }
     }
 
     #[test]
     fn forms() {
         use Platform::*;
-        assert_eq!(
-            parse("https://item.taobao.com/item.htm?id=1&skuId=2"),
-            Ok(product(Taobao, 1, Some(2)))
-        );
-        assert_eq!(
-            parse("https://detail.tmall.hk/hk/item.htm?id=3&skuId=x"),
-            Ok(product(Tmall, 3, None))
-        );
+        assert_eq!(parse("https://item.taobao.com/item.htm?id=1&skuId=2"), Ok(product(Taobao, 1, Some(2))));
+        assert_eq!(parse("https://detail.tmall.hk/hk/item.htm?id=3&skuId=x"), Ok(product(Tmall, 3, None)));
         assert_eq!(parse("https://a.m.taobao.com/i4.htm"), Ok(product(Taobao, 4, None)));
         assert_eq!(parse("https://world.tmall.com/item/5.htm"), Ok(product(Tmall, 5, None)));
         assert_eq!(parse("tmall://page.tm/itemDetail?id=6"), Ok(product(Tmall, 6, None)));
-        assert_eq!(
-            parse("taobao://item.taobao.com/item.htm?id=7"),
-            Ok(product(Taobao, 7, None))
-        );
+        assert_eq!(parse("taobao://item.taobao.com/item.htm?id=7"), Ok(product(Taobao, 7, None)));
         assert_eq!(
             parse("tbopen://m.taobao.com/tbopen/index.html?h5Url=https%3A%2F%2Fdetail.tmall.com%2Fitem.htm%3Fid%3D8"),
             Ok(product(Tmall, 8, None))
@@ -218,14 +175,8 @@ mod tests {
             ("https://s.click.taobao.com/abc", Some(ShortLink)),
             ("https://x.m.tb.cn/h.1", Some(ShortLink)),
             ("https://market.m.taobao.com/app/a#/detail/1?itemId=2", Some(NotProduct)),
-            (
-                "tbopen://m.taobao.com/x?h5Url=https%3A%2F%2Fevil.cn%2Fitem.htm%3Fid%3D1",
-                Some(UntrustedHost),
-            ),
-            (
-                "tbopen://m.taobao.com/x?h5Url=tbopen%3A%2F%2Fm.taobao.com%2F%3Fh5Url%3D1",
-                Some(Malformed),
-            ),
+            ("tbopen://m.taobao.com/x?h5Url=https%3A%2F%2Fevil.cn%2Fitem.htm%3Fid%3D1", Some(UntrustedHost)),
+            ("tbopen://m.taobao.com/x?h5Url=tbopen%3A%2F%2Fm.taobao.com%2F%3Fh5Url%3D1", Some(Malformed)),
             ("tbopen://evil.cn/x?h5Url=https%3A%2F%2Fitem.taobao.com%2Fitem.htm%3Fid%3D1", Some(NotProduct)),
         ] {
             match want {

@@ -105,10 +105,7 @@ fn has_channel_code(text: &str, end: usize) -> bool {
     if trimmed.len() == rest.len() {
         return false;
     }
-    let Some(code) = trimmed
-        .strip_prefix("CZ")
-        .or_else(|| trimmed.strip_prefix("cz"))
-    else {
+    let Some(code) = trimmed.strip_prefix("CZ").or_else(|| trimmed.strip_prefix("cz")) else {
         return false;
     };
     let digits = code.bytes().take_while(u8::is_ascii_digit).count();
@@ -167,7 +164,7 @@ mod tests {
     #[test]
     fn skips_url_ranges() {
         let text = "https://a.test/Q68LWdnBIKy/ x";
-        assert_eq!(find_share_token(text, &[0..27]), None);
+        assert_eq!(find_share_token(text, &[0..27, 28..29]), None);
         assert_eq!(find_share_token(text, &[]), Some("Q68LWdnBIKy"));
     }
 }

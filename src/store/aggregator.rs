@@ -3,8 +3,9 @@
 //!
 //! Invariants (see `docs/redis-schema.md`):
 //! - **Exact.** A click is counted iff its click record `ll:click:{token}` is
-//!   created; a batch is applied by one Lua script that, per entry, skips tokens
-//!   whose record already exists, writes the record, adds to counters and HLLs,
+//!   created; a batch is applied by one Lua script that, per entry, creates the
+//!   record with `SET … NX PXAT` (a token already recorded is skipped), then adds
+//!   the batch's counts with one `HINCRBY` per counter and one `PFADD` per HLL,
 //!   and `XACK`s the whole batch. Scripts run atomically, so a batch is either
 //!   fully applied and acknowledged or not applied at all.
 //! - **Crash-safe.** An entry is acknowledged only by the script that applied it.
@@ -25,51 +26,45 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, watch};
 
 use super::keys::{self, Dim};
+use crate::click::ClickRecord;
 use crate::metrics::Metrics;
-use crate::platform::Platform;
 
 /// Longest a read waits on an idle stream.
 pub const BLOCK: Duration = Duration::from_millis(100);
 /// Entries pending this long on a consumer are presumed abandoned and claimed.
 pub const CLAIM_IDLE: Duration = Duration::from_secs(30);
 
-/// Arguments per entry passed to [`APPLY_SCRIPT`].
-const ARGS_PER_ENTRY: usize = 21;
-
 /// Applies a batch of click-stream entries atomically; returns how many were new.
 ///
-/// ARGV: stream, group, click_ttl_ms, n, then per entry: id, click key, 4 agg keys
-/// (note, creator, item, platform), 4 uv keys (same order), visitor, then the
-/// record values ts, note, creator, platform, item, sku, campaign, ip, ua, ref.
+/// ARGV: stream, group, n (entries), m (distinct dimension values in the batch),
+/// then m agg keys, then the m matching uv keys, then per entry 9 values:
+/// stream id, click key, packed click record, expire-at (Unix ms), visitor
+/// (ip hash), and four 1-based indexes into the key tables (note, creator, item, platform).
+/// Entries whose stream id is listed but whose click key is empty are malformed:
+/// acknowledged, never counted.
 const APPLY_SCRIPT: &str = r#"
-local ttl = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-local incr, uv, ids = {}, {}, {}
+local n, m = tonumber(ARGV[3]), tonumber(ARGV[4])
+local cnt, vis, ids = {}, {}, {}
 local new = 0
+local base = 4 + 2 * m
 for i = 0, n - 1 do
-  local b = 4 + i * 21
+  local b = base + i * 9
   ids[#ids + 1] = ARGV[b + 1]
   local ck = ARGV[b + 2]
-  if redis.call('EXISTS', ck) == 0 then
-    redis.call('HSET', ck, 'ts', ARGV[b + 12], 'note', ARGV[b + 13], 'creator', ARGV[b + 14],
-      'platform', ARGV[b + 15], 'item', ARGV[b + 16], 'sku', ARGV[b + 17], 'campaign', ARGV[b + 18],
-      'ip', ARGV[b + 19], 'ua', ARGV[b + 20], 'ref', ARGV[b + 21])
-    redis.call('PEXPIREAT', ck, tonumber(ARGV[b + 12]) + ttl)
-    for j = 3, 6 do
-      local k = ARGV[b + j]
-      incr[k] = (incr[k] or 0) + 1
-    end
-    for j = 7, 10 do
-      local k = ARGV[b + j]
-      local t = uv[k]
-      if not t then t = {}; uv[k] = t end
-      t[#t + 1] = ARGV[b + 11]
-    end
+  if ck ~= '' and redis.call('SET', ck, ARGV[b + 3], 'NX', 'PXAT', ARGV[b + 4]) then
     new = new + 1
+    local v = ARGV[b + 5]
+    for j = 6, 9 do
+      local d = tonumber(ARGV[b + j])
+      cnt[d] = (cnt[d] or 0) + 1
+      local t = vis[d]
+      if not t then t = {}; vis[d] = t end
+      t[#t + 1] = v
+    end
   end
 end
-for k, v in pairs(incr) do redis.call('HINCRBY', k, 'clicks', v) end
-for k, t in pairs(uv) do redis.call('PFADD', k, unpack(t)) end
+for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[4 + d], 'clicks', c) end
+for d, t in pairs(vis) do redis.call('PFADD', ARGV[4 + m + d], unpack(t)) end
 if #ids > 0 then redis.call('XACK', ARGV[1], ARGV[2], unpack(ids)) end
 return new
 "#;
@@ -237,35 +232,66 @@ impl Aggregator {
     }
 
     async fn apply_batch(&self, entries: &[Entry]) -> redis::RedisResult<u64> {
-        let mut inv = self.script.prepare_invoke();
-        inv.arg(keys::CLICK_STREAM).arg(keys::AGGREGATOR_GROUP).arg(self.opts.click_ttl_ms).arg(entries.len());
+        // Distinct dimension keys of the batch (usually a handful), and per entry its indexes.
+        let mut dims: Vec<(String, String)> = Vec::new();
+        let mut index = std::collections::HashMap::<String, usize>::new();
         let mut day_cache: Option<(u64, String)> = None;
+        let mut rows: Vec<(&str, String, String, u64, &str, [usize; 4])> = Vec::with_capacity(entries.len());
         for e in entries {
-            let [tok, ts, note, creator, platform, item, sku, campaign, ip, ua, rf] = &e.fields;
-            let ts_ms: u64 = ts.parse().unwrap_or(0);
+            let [tok, rest @ ..] = &e.fields;
+            let fields: [&str; 10] = std::array::from_fn(|i| rest[i].as_str());
+            let Some(rec) = ClickRecord::from_stream_fields(fields).filter(|_| uuid::Uuid::try_parse(tok).is_ok())
+            else {
+                tracing::warn!(stream.id = %e.id, "aggregator: skipping malformed click-stream entry");
+                rows.push((&e.id, String::new(), String::new(), 0, "", [1; 4]));
+                continue;
+            };
             // Days change rarely within a batch: recompute only when the minute changes.
+            let minute = rec.ts_ms / 60_000;
             let day = match &day_cache {
-                Some((minute, d)) if *minute == ts_ms / 60_000 => d.clone(),
+                Some((m, d)) if *m == minute => d.clone(),
                 _ => {
-                    let d = day_of(ts_ms, self.opts.tz);
-                    day_cache = Some((ts_ms / 60_000, d.clone()));
+                    let d = day_of(rec.ts_ms, self.opts.tz);
+                    day_cache = Some((minute, d.clone()));
                     d
                 }
             };
-            let platform_enum = Platform::from_name(platform).unwrap_or(Platform::Taobao);
-            let item_id: u64 = item.parse().unwrap_or(0);
-            let dims = [Dim::Note(note), Dim::Creator(creator), Dim::Item(platform_enum, item_id), Dim::Platform(platform_enum)];
-            inv.arg(&e.id).arg(keys::click(tok));
-            for d in dims {
-                inv.arg(keys::agg(d, &day));
-            }
-            for d in dims {
-                inv.arg(keys::uv(d, &day));
-            }
-            inv.arg(ip);
-            inv.arg(ts).arg(note).arg(creator).arg(platform).arg(item).arg(sku).arg(campaign).arg(ip).arg(ua).arg(rf);
+            let p = rec.product.platform;
+            let ds = [
+                Dim::Note(&rec.note_id),
+                Dim::Creator(&rec.creator_id),
+                Dim::Item(p, rec.product.item_id),
+                Dim::Platform(p),
+            ];
+            let idx = ds.map(|d| {
+                let agg = keys::agg(d, &day);
+                let next = index.len() + 1;
+                *index.entry(agg.clone()).or_insert_with(|| {
+                    dims.push((agg, keys::uv(d, &day)));
+                    next
+                })
+            });
+            let expire_at = rec.ts_ms.saturating_add(self.opts.click_ttl_ms);
+            rows.push((&e.id, keys::click(tok), rec.to_packed(), expire_at, &e.fields[8], idx));
         }
-        debug_assert_eq!(ARGS_PER_ENTRY, 21);
+        if dims.is_empty() {
+            // Only malformed entries: a placeholder key table keeps the script's indexes valid.
+            dims.push((String::new(), String::new()));
+        }
+        let mut inv = self.script.prepare_invoke();
+        inv.arg(keys::CLICK_STREAM).arg(keys::AGGREGATOR_GROUP).arg(rows.len()).arg(dims.len());
+        for (agg, _) in &dims {
+            inv.arg(agg);
+        }
+        for (_, uv) in &dims {
+            inv.arg(uv);
+        }
+        for (id, ck, packed, expire_at, visitor, idx) in &rows {
+            inv.arg(*id).arg(ck).arg(packed).arg(*expire_at).arg(*visitor);
+            for i in idx {
+                inv.arg(*i);
+            }
+        }
         let mut conn = self.conn.clone();
         inv.invoke_async(&mut conn).await
     }

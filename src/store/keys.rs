@@ -68,7 +68,10 @@ mod tests {
     #[test]
     fn key_formats_never_change() {
         assert_eq!(click("0192f0c1-0000-7000-8000-000000000000"), "ll:click:0192f0c1-0000-7000-8000-000000000000");
-        assert_eq!(agg(Dim::Note("65682d4500000000380339a5"), "2026-11-30"), "ll:agg:note:65682d4500000000380339a5:2026-11-30");
+        assert_eq!(
+            agg(Dim::Note("65682d4500000000380339a5"), "2026-11-30"),
+            "ll:agg:note:65682d4500000000380339a5:2026-11-30"
+        );
         assert_eq!(agg(Dim::Item(Platform::Jd, 100012043978), "2026-11-30"), "ll:agg:item:jd:100012043978:2026-11-30");
         assert_eq!(uv(Dim::Creator("c1"), "2026-11-30"), "ll:uv:creator:c1:2026-11-30");
         assert_eq!(uv(Dim::Platform(Platform::Tmall), "2026-11-30"), "ll:uv:platform:tmall:2026-11-30");

@@ -89,7 +89,11 @@ impl Store {
         let mut conn = self.conn.clone();
         let ping = redis::cmd("PING");
         matches!(
-            tokio::time::timeout(self.opts.click_write_timeout.max(Duration::from_millis(200)), conn.send_packed_command(&ping)).await,
+            tokio::time::timeout(
+                self.opts.click_write_timeout.max(Duration::from_millis(200)),
+                conn.send_packed_command(&ping)
+            )
+            .await,
             Ok(Ok(_))
         )
     }

@@ -108,7 +108,10 @@ impl RedisServer {
         for _ in 0..200 {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
-                    bail!("redis-server exited during start ({status}); see {}", self.opts.dir.join("redis.log").display());
+                    bail!(
+                        "redis-server exited during start ({status}); see {}",
+                        self.opts.dir.join("redis.log").display()
+                    );
                 }
             }
             if let Ok(client) = redis::Client::open(url.as_str()) {

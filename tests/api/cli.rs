@@ -28,7 +28,18 @@ async fn mint_cli_link_is_served_and_verify_jump_checks_it() {
     let cfg = config_file(dir.path(), &app.base);
     let cfg = cfg.to_str().unwrap();
     let url = "https://detail.tmall.com/item.htm?id=41254478179&ali_refid=a3_430583_1006:1109983619:N:MsF9mE9KLTC2IibWJh+K1A==:9da2017571e226e04a39097b54542188&skuId=3214771215838";
-    let (code, out, err) = linkloop(&["mint", "--config", cfg, "--note", "65a025ea000000001d03799b", "--creator", "c9", "--url", url, "--json"]);
+    let (code, out, err) = linkloop(&[
+        "mint",
+        "--config",
+        cfg,
+        "--note",
+        "65a025ea000000001d03799b",
+        "--creator",
+        "c9",
+        "--url",
+        url,
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["platform"], "tmall");
@@ -39,7 +50,8 @@ async fn mint_cli_link_is_served_and_verify_jump_checks_it() {
     assert!(link.starts_with(&format!("{}/j/", app.base)));
 
     // Without --json: just the link.
-    let (code, out, _) = linkloop(&["mint", "--config", cfg, "--note", "65a025ea000000001d03799b", "--creator", "c9", "--url", url]);
+    let (code, out, _) =
+        linkloop(&["mint", "--config", cfg, "--note", "65a025ea000000001d03799b", "--creator", "c9", "--url", url]);
     assert_eq!(code, 0);
     assert!(out.trim().starts_with(&format!("{}/j/", app.base)));
 
@@ -59,13 +71,24 @@ async fn mint_cli_link_is_served_and_verify_jump_checks_it() {
     assert!(linkloop::jump::verify(&location, &jk).is_ok());
 
     // Bad input: exit 65 with the field named.
-    let (code, _, err) = linkloop(&["mint", "--config", cfg, "--note", "65a025ea000000001d03799b", "--creator", "c9", "--url", "https://u.jd.com/JM9CPBK"]);
+    let (code, _, err) = linkloop(&[
+        "mint",
+        "--config",
+        cfg,
+        "--note",
+        "65a025ea000000001d03799b",
+        "--creator",
+        "c9",
+        "--url",
+        "https://u.jd.com/JM9CPBK",
+    ]);
     assert_eq!(code, 65);
     assert!(err.contains("url: ") && err.contains("short_link"), "{err}");
     // Bad config: exit 64.
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "listen = 'nowhere'").unwrap();
-    let (code, _, err) = linkloop(&["mint", "--config", bad.to_str().unwrap(), "--note", "x", "--creator", "c", "--url", "u"]);
+    let (code, _, err) =
+        linkloop(&["mint", "--config", bad.to_str().unwrap(), "--note", "x", "--creator", "c", "--url", "u"]);
     assert_eq!(code, 64, "{err}");
     app.stop().await;
 }

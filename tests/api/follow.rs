@@ -1,6 +1,6 @@
 //! `GET /j/{link}`: mint → click → exact Location and exact Redis contents.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,9 +10,11 @@ use crate::support::{keys, spawn_app};
 
 const NOTE: &str = "65682d4500000000380339a5";
 const CREATOR: &str = "creator_01";
-const TAOBAO: &str = "https://item.taobao.com/item.htm?spm=a230r.1.14.20.4a8966187RqiPv&id=533000737918&ns=1&abbucket=3#detail";
+const TAOBAO: &str =
+    "https://item.taobao.com/item.htm?spm=a230r.1.14.20.4a8966187RqiPv&id=533000737918&ns=1&abbucket=3#detail";
 const IPHONE_WECHAT: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47";
-const DESKTOP: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+const DESKTOP: &str =
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 
 fn shanghai_day(ts_ms: u64) -> String {
     linkloop::store::aggregator::day_of(ts_ms, chrono_tz::Asia::Shanghai)
@@ -48,7 +50,10 @@ async fn mint_click_exact_location_and_redis_contents() {
     assert_eq!(claims.product.item_id, 533000737918);
     assert_eq!(claims.product.platform, linkloop::platform::Platform::Taobao);
     let token = claims.click_token.hyphenated().to_string();
-    assert!(location.starts_with("https://h5.m.taobao.com/awp/core/detail.htm?id=533000737918&ll_v=1&ll_ct="), "{location}");
+    assert!(
+        location.starts_with("https://h5.m.taobao.com/awp/core/detail.htm?id=533000737918&ll_v=1&ll_ct="),
+        "{location}"
+    );
     assert!(location.contains(&format!("ll_ct={token}&ll_ts={}&ll_kid=1&ll_sig=", claims.ts_ms)));
     assert!(claims.ts_ms >= before_ms && claims.ts_ms <= linkloop::click::now_ms());
     assert_eq!(claims.click_token.get_version_num(), 7);
@@ -76,29 +81,26 @@ async fn mint_click_exact_location_and_redis_contents() {
 
     // The aggregator derives the click record, counters and UV.
     app.state.aggregator.catch_up().await.unwrap();
-    let record: HashMap<String, String> = r.hgetall(format!("ll:click:{token}")).await.unwrap();
-    let expected: HashMap<String, String> = [
-        ("ts", claims.ts_ms.to_string()),
-        ("note", NOTE.into()),
-        ("creator", CREATOR.into()),
-        ("platform", "taobao".into()),
-        ("item", "533000737918".into()),
-        ("sku", "".into()),
-        ("campaign", "".into()),
-        ("ip", ip_hash.clone()),
-        ("ua", "app".into()),
-        ("ref", "www.xiaohongshu.com".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    assert_eq!(record, expected);
+    let record: String = r.get(format!("ll:click:{token}")).await.unwrap();
+    assert_eq!(
+        record,
+        format!("1|{}|{NOTE}|{CREATOR}|taobao|533000737918|||{ip_hash}|app|www.xiaohongshu.com", claims.ts_ms)
+    );
+    let parsed = linkloop::click::ClickRecord::from_packed(&record).unwrap();
+    assert_eq!(parsed.ts_ms, claims.ts_ms);
+    assert_eq!(parsed.product, claims.product);
+    assert_eq!(parsed.referrer_host.as_deref(), Some("www.xiaohongshu.com"));
     let ttl_ms: i64 = r.pttl(format!("ll:click:{token}")).await.unwrap();
     let eight_days = 8 * 86_400_000i64;
     assert!(ttl_ms > eight_days - 60_000 && ttl_ms <= eight_days, "ttl {ttl_ms}");
 
     let day = shanghai_day(claims.ts_ms);
-    for dim in [format!("note:{NOTE}"), format!("creator:{CREATOR}"), "item:taobao:533000737918".into(), "platform:taobao".into()] {
+    for dim in [
+        format!("note:{NOTE}"),
+        format!("creator:{CREATOR}"),
+        "item:taobao:533000737918".into(),
+        "platform:taobao".into(),
+    ] {
         let clicks: u64 = r.hget(format!("ll:agg:{dim}:{day}"), "clicks").await.unwrap();
         assert_eq!(clicks, 1, "{dim}");
         let uv: u64 = r.pfcount(format!("ll:uv:{dim}:{day}")).await.unwrap();
@@ -127,7 +129,10 @@ async fn desktop_gets_desktop_page_and_jd_sku_form() {
     assert_eq!(minted["sku_id"], "4611686062152172176");
     let res = app.client.get(minted["link"].as_str().unwrap()).header("user-agent", DESKTOP).send().await.unwrap();
     let location = res.headers()["location"].to_str().unwrap();
-    assert!(location.starts_with("https://detail.tmall.com/item.htm?id=43724784272&skuId=4611686062152172176&ll_v=1"), "{location}");
+    assert!(
+        location.starts_with("https://detail.tmall.com/item.htm?id=43724784272&skuId=4611686062152172176&ll_v=1"),
+        "{location}"
+    );
     let (_, jump_keys) = keys();
     assert_eq!(linkloop::jump::verify(location, &jump_keys).unwrap().product.sku_id, Some(4611686062152172176));
     app.stop().await;
@@ -143,7 +148,12 @@ async fn thousand_concurrent_clicks_thousand_tokens_exact_counters() {
         let client = app.client.clone();
         let link = link.clone();
         tasks.push(tokio::spawn(async move {
-            let res = client.get(&link).header("user-agent", if i % 2 == 0 { DESKTOP } else { IPHONE_WECHAT }).send().await.unwrap();
+            let res = client
+                .get(&link)
+                .header("user-agent", if i % 2 == 0 { DESKTOP } else { IPHONE_WECHAT })
+                .send()
+                .await
+                .unwrap();
             assert_eq!(res.status(), 302);
             let loc = res.headers()["location"].to_str().unwrap().to_owned();
             let (_, jk) = keys();

@@ -40,7 +40,8 @@ async fn mint_accepts_share_text_and_note_url() {
 #[tokio::test]
 async fn errors_have_envelopes_and_write_nothing() {
     let app = spawn_app().await;
-    let ok = json!({"note_id": "65682d4500000000380339a5", "creator_id": "c1", "url": "https://item.jd.com/6828141.html"});
+    let ok =
+        json!({"note_id": "65682d4500000000380339a5", "creator_id": "c1", "url": "https://item.jd.com/6828141.html"});
     let with = |k: &str, v: &str| {
         let mut b = ok.clone();
         b[k] = json!(v);
@@ -52,16 +53,58 @@ async fn errors_have_envelopes_and_write_nothing() {
         (Some(ADMIN_TOKEN), ok.to_string(), "text/plain", 415, "unsupported_media_type", None),
         (Some(ADMIN_TOKEN), "{not json".into(), "application/json", 400, "malformed_json", None),
         (Some(ADMIN_TOKEN), json!({"note_id": "x"}).to_string(), "application/json", 400, "invalid_body", None),
-        (Some(ADMIN_TOKEN), with("url", "https://m.tb.cn/h.3EK37eh"), "application/json", 400, "short_link", Some("url")),
-        (Some(ADMIN_TOKEN), with("url", "https://item.taobao.com.evil.cn/item.htm?id=1"), "application/json", 400, "untrusted_host", Some("url")),
-        (Some(ADMIN_TOKEN), with("url", "javascript:alert(1)//item.taobao.com/item.htm?id=1"), "application/json", 400, "unsupported_scheme", Some("url")),
+        (
+            Some(ADMIN_TOKEN),
+            with("url", "https://m.tb.cn/h.3EK37eh"),
+            "application/json",
+            400,
+            "short_link",
+            Some("url"),
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            with("url", "https://item.taobao.com.evil.cn/item.htm?id=1"),
+            "application/json",
+            400,
+            "untrusted_host",
+            Some("url"),
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            with("url", "javascript:alert(1)//item.taobao.com/item.htm?id=1"),
+            "application/json",
+            400,
+            "unsupported_scheme",
+            Some("url"),
+        ),
         (Some(ADMIN_TOKEN), with("url", "￥AEpabxiRg0u￥"), "application/json", 400, "share_token", Some("url")),
         (Some(ADMIN_TOKEN), with("url", ""), "application/json", 400, "empty", Some("url")),
         (Some(ADMIN_TOKEN), with("note_id", "not-a-note"), "application/json", 400, "not_product", Some("note_id")),
-        (Some(ADMIN_TOKEN), with("note_id", "http://xhslink.com/jQn5Gw"), "application/json", 400, "short_link", Some("note_id")),
-        (Some(ADMIN_TOKEN), with("creator_id", "bad creator"), "application/json", 400, "invalid_creator_id", Some("creator_id")),
+        (
+            Some(ADMIN_TOKEN),
+            with("note_id", "http://xhslink.com/jQn5Gw"),
+            "application/json",
+            400,
+            "short_link",
+            Some("note_id"),
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            with("creator_id", "bad creator"),
+            "application/json",
+            400,
+            "invalid_creator_id",
+            Some("creator_id"),
+        ),
         (Some(ADMIN_TOKEN), with("creator_id", ""), "application/json", 400, "invalid_creator_id", Some("creator_id")),
-        (Some(ADMIN_TOKEN), with("campaign", &"x".repeat(40)), "application/json", 400, "invalid_campaign", Some("campaign")),
+        (
+            Some(ADMIN_TOKEN),
+            with("campaign", &"x".repeat(40)),
+            "application/json",
+            400,
+            "invalid_campaign",
+            Some("campaign"),
+        ),
     ];
     for (token, body, ctype, status, code, field) in cases {
         let (s, v) = post(&app, token, &body, ctype).await;
@@ -73,7 +116,8 @@ async fn errors_have_envelopes_and_write_nothing() {
             assert!(v["message"].as_str().unwrap().starts_with(f), "{v}");
         }
     }
-    let big = json!({"note_id": "65682d4500000000380339a5", "creator_id": "c1", "url": "x".repeat(70 * 1024)}).to_string();
+    let big =
+        json!({"note_id": "65682d4500000000380339a5", "creator_id": "c1", "url": "x".repeat(70 * 1024)}).to_string();
     let (s, v) = post(&app, Some(ADMIN_TOKEN), &big, "application/json").await;
     assert_eq!((s, v["code"].as_str()), (413, Some("body_too_large")));
     let mut r = app.redis().await;

@@ -111,13 +111,7 @@ fn rows() -> Vec<Row<'static>> {
         let cols: Vec<&str> = line.split('\t').collect();
         assert_eq!(cols.len(), 5, "line {}: expected 5 columns: {line:?}", i + 1);
         let field = |n: usize| cols.get(n).copied().unwrap_or_default();
-        out.push(Row {
-            line: i + 1,
-            input: field(0),
-            platform: field(1),
-            kind: field(2),
-            id: field(3),
-        });
+        out.push(Row { line: i + 1, input: field(0), platform: field(1), kind: field(2), id: field(3) });
     }
     out
 }
@@ -146,23 +140,13 @@ fn expected(row: &Row<'_>, decisions_used: &mut BTreeMap<&str, usize>) -> Result
         if is_note_row(row) {
             return Ok(Outcome::Note(row.id.to_owned()));
         }
-        let platform = Platform::from_name(row.platform)
-            .ok_or_else(|| format!("unknown platform {:?}", row.platform))?;
-        let item_id: u64 = row
-            .id
-            .parse()
-            .map_err(|e| format!("bad expected id {:?}: {e}", row.id))?;
+        let platform =
+            Platform::from_name(row.platform).ok_or_else(|| format!("unknown platform {:?}", row.platform))?;
+        let item_id: u64 = row.id.parse().map_err(|e| format!("bad expected id {:?}: {e}", row.id))?;
         let sku_id = SKUS.iter().find(|(i, _)| *i == item_id).map(|(_, s)| *s);
-        return Ok(Outcome::Product(Product {
-            platform,
-            item_id,
-            sku_id,
-        }));
+        return Ok(Outcome::Product(Product { platform, item_id, sku_id }));
     }
-    let decided: Vec<_> = DECISIONS
-        .iter()
-        .filter(|(prefix, _)| row.input.starts_with(prefix))
-        .collect();
+    let decided: Vec<_> = DECISIONS.iter().filter(|(prefix, _)| row.input.starts_with(prefix)).collect();
     match decided.as_slice() {
         [(prefix, kind)] => {
             *decisions_used.entry(prefix).or_default() += 1;
@@ -194,20 +178,17 @@ fn every_real_link_row_parses_as_decided() {
         *by_kind.entry((row.kind, label)).or_default() += 1;
         match expected(row, &mut decisions_used) {
             Ok(want) if want == got => {}
-            Ok(want) => failures.push(format!(
-                "line {}: {:?}\n    want {want:?}\n    got  {got:?}",
-                row.line, row.input
-            )),
+            Ok(want) => {
+                failures.push(format!("line {}: {:?}\n    want {want:?}\n    got  {got:?}", row.line, row.input))
+            }
             Err(why) => failures.push(format!("line {}: {:?}: {why}", row.line, row.input)),
         }
     }
     for (prefix, _) in DECISIONS {
         match decisions_used.get(prefix) {
             Some(1) => {}
-            n => failures.push(format!(
-                "decision {prefix:?} matched {} rows, expected exactly 1",
-                n.copied().unwrap_or(0)
-            )),
+            n => failures
+                .push(format!("decision {prefix:?} matched {} rows, expected exactly 1", n.copied().unwrap_or(0))),
         }
     }
 
@@ -216,11 +197,7 @@ fn every_real_link_row_parses_as_decided() {
     for ((kind, label), n) in &by_kind {
         println!("  {kind:<20} -> {label:<20} {n}");
     }
-    println!(
-        "real-links.tsv: {} rows, {passed} passed, {} failed",
-        rows.len(),
-        rows.len() - passed
-    );
+    println!("real-links.tsv: {} rows, {passed} passed, {} failed", rows.len(), rows.len() - passed);
     assert!(rows.len() >= 150, "the TSV shrank to {} rows", rows.len());
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
@@ -276,8 +253,8 @@ impl Rng {
 
 /// Characters that matter to the parsers: delimiters, wrappers, look-alikes.
 const PALETTE: [&str; 32] = [
-    "/", "?", "#", "&", "=", "%", "%2", "%2e", ".", "..", "@", ":", "\\", " ", "\n", "{", "}",
-    "\"", "“", "￥", "【", "」", "，", "😆", "0", "9", "xn--", "://", "https://", "id=", "ı", "\u{0}",
+    "/", "?", "#", "&", "=", "%", "%2", "%2e", ".", "..", "@", ":", "\\", " ", "\n", "{", "}", "\"", "“", "￥", "【",
+    "」", "，", "😆", "0", "9", "xn--", "://", "https://", "id=", "ı", "\u{0}",
 ];
 
 fn mutate(rng: &mut Rng, input: &str) -> String {

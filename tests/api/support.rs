@@ -105,10 +105,7 @@ impl TestApp {
     /// Sum of a counter family's samples in `/metrics` whose line starts with `prefix`.
     pub async fn metric(&self, prefix: &str) -> f64 {
         let text = self.get(&format!("{}/metrics", self.base)).await.text().await.unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     }
 
     pub async fn stop(mut self) {
@@ -142,4 +139,3 @@ pub fn keys() -> (linkloop::signing::Keyring, linkloop::signing::Keyring) {
         linkloop::signing::Keyring::new(&[(1, JUMP_SECRET)], 1).unwrap(),
     )
 }
-

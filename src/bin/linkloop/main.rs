@@ -66,7 +66,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { listen } => serve(config, listen),
-        Command::Mint { note, creator, url, campaign, json } => mint(&config, &note, &creator, &url, campaign.as_deref(), json),
+        Command::Mint { note, creator, url, campaign, json } => {
+            mint(&config, &note, &creator, &url, campaign.as_deref(), json)
+        }
         Command::VerifyJump { url } => verify_jump(&config, &url),
     }
 }

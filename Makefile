@@ -1,0 +1,37 @@
+# linkloop: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_NOTE := 65682d4500000000380339a5
+DEMO_URL := https://item.taobao.com/item.htm?spm=a230r.1.14.20.4a8966187RqiPv&id=533000737918&ns=1&abbucket=3\#detail
+
+.PHONY: run test deps build bench fmt lint
+
+## Install what the gateway and tests need (redis-server) when it is missing.
+deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (apt-get)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install Rust from https://rustup.rs"; exit 1; }
+
+build: deps
+	cargo build --release --bin linkloop
+
+## Build, start the gateway (with its own redis-server), print a demo link and the curl to click it.
+run: build
+	@link=$$(./target/release/linkloop mint --note $(DEMO_NOTE) --creator demo_creator --url '$(DEMO_URL)'); \
+	echo; echo "Demo tracked link (Taobao item 533000737918, note $(DEMO_NOTE)):"; \
+	echo "  $$link"; echo "Click it:"; echo "  curl -i '$$link'"; \
+	echo "Admin token for the API: see ./data/dev-keys.toml (admin_token)"; echo
+	exec ./target/release/linkloop serve
+
+## Formatting, lints, and every test (unit, integration against real redis-server, doc tests).
+test: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace
+
+bench: deps
+	cargo bench --bench hot_path
+
+fmt:
+	cargo fmt --all

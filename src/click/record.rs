@@ -1,0 +1,134 @@
+//! The click record: what Redis keeps per click token for attribution.
+//!
+//! Stored as one string (`ll:click:{token}`), fields joined by `|` in this
+//! order (none of them can contain `|`; NEVER CHANGE the order of v1):
+//!
+//! ```text
+//! 1|{ts_ms}|{note_id}|{creator_id}|{platform}|{item_id}|{sku_id or empty}|{campaign or empty}|{ip_hash}|{ua}|{referrer_host or empty}
+//! ```
+//!
+//! One string instead of a hash: about 110 bytes of value, and the aggregator
+//! writes it with a single `SET … NX PXAT` that is also its exactly-once check.
+
+use crate::platform::{Platform, Product};
+
+/// Version tag, the first field. NEVER CHANGE for v1.
+const VERSION: &str = "1";
+
+/// A click as kept for attribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickRecord {
+    /// Click time, Unix ms.
+    pub ts_ms: u64,
+    /// RED note id (24 hex).
+    pub note_id: String,
+    /// Creator id.
+    pub creator_id: String,
+    /// Platform, item and SKU.
+    pub product: Product,
+    /// Campaign tag, if any.
+    pub campaign: Option<String>,
+    /// Keyed hash of the client IP (16 hex).
+    pub ip_hash: String,
+    /// User-agent class wire name (`app`, `mobile`, `desktop`, `bot`).
+    pub ua: String,
+    /// Referrer host, if any.
+    pub referrer_host: Option<String>,
+}
+
+impl ClickRecord {
+    /// Builds a record from click-stream field values in `CLICK_FIELDS` order
+    /// minus the token: ts, note, creator, platform, item, sku, campaign, ip, ua, ref.
+    /// `None` when a value is malformed (an entry not written by linkloop).
+    pub fn from_stream_fields(f: [&str; 10]) -> Option<ClickRecord> {
+        let [ts, note, creator, platform, item, sku, campaign, ip, ua, rf] = f;
+        let clean = |s: &str| !s.contains('|');
+        if !f.iter().all(|s| clean(s)) || note.is_empty() || creator.is_empty() {
+            return None;
+        }
+        Some(ClickRecord {
+            ts_ms: ts.parse().ok()?,
+            note_id: note.to_owned(),
+            creator_id: creator.to_owned(),
+            product: Product {
+                platform: Platform::from_name(platform)?,
+                item_id: item.parse().ok()?,
+                sku_id: if sku.is_empty() { None } else { Some(sku.parse().ok()?) },
+            },
+            campaign: non_empty(campaign),
+            ip_hash: ip.to_owned(),
+            ua: ua.to_owned(),
+            referrer_host: non_empty(rf),
+        })
+    }
+
+    /// The stored string form (see the module doc).
+    pub fn to_packed(&self) -> String {
+        let sku = self.product.sku_id.map(|s| s.to_string()).unwrap_or_default();
+        format!(
+            "{VERSION}|{}|{}|{}|{}|{}|{sku}|{}|{}|{}|{}",
+            self.ts_ms,
+            self.note_id,
+            self.creator_id,
+            self.product.platform,
+            self.product.item_id,
+            self.campaign.as_deref().unwrap_or(""),
+            self.ip_hash,
+            self.ua,
+            self.referrer_host.as_deref().unwrap_or("")
+        )
+    }
+
+    /// Parses the stored string form. `None` when it is not a v1 record.
+    pub fn from_packed(s: &str) -> Option<ClickRecord> {
+        let mut it = s.split('|');
+        if it.next()? != VERSION {
+            return None;
+        }
+        let mut f = [""; 10];
+        for slot in &mut f {
+            *slot = it.next()?;
+        }
+        if it.next().is_some() {
+            return None;
+        }
+        Self::from_stream_fields(f)
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    if s.is_empty() { None } else { Some(s.to_owned()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_round_trip_and_rejects() {
+        let f = [
+            "1796018486772",
+            "65682d4500000000380339a5",
+            "c1",
+            "tmall",
+            "43724784272",
+            "4611686062152172176",
+            "",
+            "0011223344556677",
+            "app",
+            "www.xiaohongshu.com",
+        ];
+        let r = ClickRecord::from_stream_fields(f).unwrap();
+        let packed = r.to_packed();
+        assert_eq!(
+            packed,
+            "1|1796018486772|65682d4500000000380339a5|c1|tmall|43724784272|4611686062152172176||0011223344556677|app|www.xiaohongshu.com"
+        );
+        assert_eq!(ClickRecord::from_packed(&packed), Some(r));
+        assert_eq!(ClickRecord::from_packed("2|x"), None);
+        assert_eq!(ClickRecord::from_packed(&format!("{packed}|extra")), None);
+        let mut bad = f;
+        bad[3] = "ebay";
+        assert_eq!(ClickRecord::from_stream_fields(bad), None);
+    }
+}
