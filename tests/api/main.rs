@@ -6,3 +6,4 @@ mod follow;
 mod links;
 mod real_links;
 mod support;
+mod vectors;
