@@ -4,6 +4,8 @@
 //!
 //! Run: `make bench` (or `cargo bench --bench hot_path`). Figures: docs/performance.md.
 
+#![allow(clippy::unwrap_used)] // a benchmark fails loudly on bad setup
+
 use std::hint::black_box;
 use std::sync::Arc;
 

@@ -77,7 +77,6 @@ impl App {
         let aggregator = Arc::new(Aggregator::new(
             agg_conn,
             AggregatorOptions {
-                consumer: consumer_name(&config),
                 batch: config.aggregator_batch,
                 click_ttl_ms: u64::try_from(config.click_ttl().as_millis()).unwrap_or(u64::MAX),
                 tz: config.tz()?,
@@ -111,12 +110,6 @@ impl App {
             }
         }
     }
-}
-
-fn consumer_name(config: &Config) -> String {
-    let dir = std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
-    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_default();
-    format!("agg@{host}:{}", dir.display())
 }
 
 /// A built, bound, not yet serving gateway.
@@ -181,7 +174,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Application { listener, state, mut redis } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let aggregator = tokio::spawn(state.aggregator.clone().run(stop_rx));
+        let aggregator = state.config.aggregator_enabled.then(|| tokio::spawn(state.aggregator.clone().run(stop_rx)));
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
         let router = crate::http::router(state.clone());
         let (signalled_tx, mut signalled_rx) = watch::channel(false);
@@ -204,10 +197,12 @@ impl Application {
             }
         };
         let _ = stop_tx.send(true);
-        let _ = aggregator.await;
-        // Apply what is left so counters are current for the next start.
-        if let Err(e) = state.aggregator.catch_up().await {
-            tracing::warn!(error = %e, "final aggregation pass failed; the next start resumes it");
+        if let Some(aggregator) = aggregator {
+            let _ = aggregator.await;
+            // Apply what is left so counters are current for the next start.
+            if let Err(e) = state.aggregator.catch_up().await {
+                tracing::warn!(error = %e, "final aggregation pass failed; the next start resumes it");
+            }
         }
         if let Some(r) = redis.as_mut() {
             r.stop().await;

@@ -69,6 +69,9 @@ pub struct Config {
     pub click_stream_maxlen: u64,
     /// Click-stream entries applied per aggregator script call. Default 512.
     pub aggregator_batch: usize,
+    /// Run the aggregator in this process. With several gateways on one Redis, any
+    /// number may run it (they share the consumer group). Default true.
+    pub aggregator_enabled: bool,
     /// Longest time in-flight requests get to finish on SIGTERM/SIGINT, seconds. Default 10.
     pub shutdown_grace_seconds: u64,
     /// Longest time a request may take before `408`/`503`, ms. Default 10,000.
@@ -135,6 +138,7 @@ impl Default for Config {
             click_write_timeout_ms: 200,
             click_stream_maxlen: 2_000_000,
             aggregator_batch: 512,
+            aggregator_enabled: true,
             shutdown_grace_seconds: 10,
             request_timeout_ms: 10_000,
             max_concurrent_requests: 4096,

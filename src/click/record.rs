@@ -37,8 +37,22 @@ pub struct ClickRecord {
 }
 
 impl ClickRecord {
-    /// Builds a record from click-stream field values in `CLICK_FIELDS` order
-    /// minus the token: ts, note, creator, platform, item, sku, campaign, ip, ua, ref.
+    /// The record of a click just made.
+    pub fn from_click(c: &super::Click) -> ClickRecord {
+        ClickRecord {
+            ts_ms: c.ts_ms,
+            note_id: c.link.note_id.clone(),
+            creator_id: c.link.creator_id.clone(),
+            product: c.link.product,
+            campaign: c.link.campaign.clone(),
+            ip_hash: c.ip_hash.clone(),
+            ua: c.ua.as_str().to_owned(),
+            referrer_host: c.referrer_host.clone(),
+        }
+    }
+
+    /// Builds a record from its field values in order:
+    /// ts, note, creator, platform, item, sku, campaign, ip, ua, ref.
     /// `None` when a value is malformed (an entry not written by linkloop).
     pub fn from_stream_fields(f: [&str; 10]) -> Option<ClickRecord> {
         let [ts, note, creator, platform, item, sku, campaign, ip, ua, rf] = f;

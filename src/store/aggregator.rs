@@ -3,22 +3,23 @@
 //!
 //! Invariants (see `docs/redis-schema.md`):
 //! - **Exact.** A click is counted iff its click record `ll:click:{token}` is
-//!   created; a batch is applied by one Lua script that, per entry, creates the
+//!   created. A batch is applied by one Lua script that, per entry, creates the
 //!   record with `SET … NX PXAT` (a token already recorded is skipped), then adds
 //!   the batch's counts with one `HINCRBY` per counter and one `PFADD` per HLL,
-//!   and `XACK`s the whole batch. Scripts run atomically, so a batch is either
-//!   fully applied and acknowledged or not applied at all.
-//! - **Crash-safe.** An entry is acknowledged only by the script that applied it.
-//!   After a crash the entries still pending for this consumer are read again
-//!   (`XREADGROUP … 0`) and re-applied; the token check makes that a no-op for
-//!   any already counted. Entries left pending by another consumer that died are
-//!   claimed after [`CLAIM_IDLE`] (`XAUTOCLAIM`).
-//! - **Bounded lag.** It blocks on the stream for at most [`BLOCK`] and applies
-//!   up to `batch` entries per script call; [`Aggregator::catch_up`] lets a caller
-//!   (a conversion for a click seconds old) force everything appended so far to be applied.
+//!   and advances the cursor `ll:agg:cursor` to the batch's last stream id.
+//!   Entries at or below the cursor are skipped. Scripts run atomically, so a
+//!   batch is either fully applied with its cursor move, or not at all.
+//! - **Crash-safe.** Reading always resumes from the cursor stored in Redis, so
+//!   after a crash (of the gateway or of Redis, whose append-only file holds the
+//!   script's effects together) the next pass re-reads exactly what was not applied.
+//!   No consumer-group bookkeeping per entry: a cursor costs nothing per click.
+//! - **Bounded lag, big batches.** After a short batch it waits [`IDLE`] before
+//!   reading again, so under load each script call applies hundreds of clicks;
+//!   lag stays under [`IDLE`] + one pass. [`Aggregator::catch_up`] lets a caller
+//!   (a conversion for a click seconds old) apply everything appended so far.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono_tz::Tz;
 use redis::Value;
@@ -31,25 +32,32 @@ use crate::metrics::Metrics;
 
 /// Longest a read waits on an idle stream.
 pub const BLOCK: Duration = Duration::from_millis(100);
-/// Entries pending this long on a consumer are presumed abandoned and claimed.
-pub const CLAIM_IDLE: Duration = Duration::from_secs(30);
+/// Pause after a batch shorter than the batch size, so batches grow under load.
+pub const IDLE: Duration = Duration::from_millis(50);
 
 /// Applies a batch of click-stream entries atomically; returns how many were new.
 ///
-/// ARGV: stream, group, n (entries), m (distinct dimension values in the batch),
+/// ARGV: cursor key, last stream id of the batch, n (entries), m (distinct dimension values in the batch),
 /// then m agg keys, then the m matching uv keys, then per entry 9 values:
 /// stream id, click key, packed click record, expire-at (Unix ms), visitor
 /// (ip hash), and four 1-based indexes into the key tables (note, creator, item, platform).
-/// Entries whose stream id is listed but whose click key is empty are malformed:
-/// acknowledged, never counted.
+/// Entries whose click key is empty are malformed: passed over, never counted.
+/// The whole batch is skipped when the cursor is already at or past its last id.
 const APPLY_SCRIPT: &str = r#"
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local cursor = redis.call('GET', ARGV[1])
+if cursor and not after(ARGV[2], cursor) then return 0 end
 local n, m = tonumber(ARGV[3]), tonumber(ARGV[4])
-local cnt, vis, ids = {}, {}, {}
+local cnt, vis = {}, {}
 local new = 0
 local base = 4 + 2 * m
 for i = 0, n - 1 do
   local b = base + i * 9
-  ids[#ids + 1] = ARGV[b + 1]
   local ck = ARGV[b + 2]
   if ck ~= '' and redis.call('SET', ck, ARGV[b + 3], 'NX', 'PXAT', ARGV[b + 4]) then
     new = new + 1
@@ -65,15 +73,13 @@ for i = 0, n - 1 do
 end
 for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[4 + d], 'clicks', c) end
 for d, t in pairs(vis) do redis.call('PFADD', ARGV[4 + m + d], unpack(t)) end
-if #ids > 0 then redis.call('XACK', ARGV[1], ARGV[2], unpack(ids)) end
+redis.call('SET', ARGV[1], ARGV[2])
 return new
 "#;
 
 /// Settings for the aggregator.
 #[derive(Debug, Clone)]
 pub struct AggregatorOptions {
-    /// Consumer name in the `ll-agg` group; stable per gateway instance.
-    pub consumer: String,
     /// Entries applied per script call.
     pub batch: usize,
     /// Click record lifetime after the click (attribution window + grace), ms.
@@ -103,7 +109,8 @@ impl std::fmt::Debug for Aggregator {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Entry {
     id: String,
-    fields: [String; 11],
+    /// `tok` and `rec` values.
+    fields: [String; 2],
 }
 
 impl Aggregator {
@@ -113,31 +120,20 @@ impl Aggregator {
         Self { conn, script: redis::Script::new(APPLY_SCRIPT), opts, metrics, apply: Mutex::new(()) }
     }
 
-    /// Runs until `shutdown` turns true: ensures the group exists, then reads,
-    /// applies and acknowledges. Redis errors are logged and retried after a pause.
+    /// Runs until `shutdown` turns true: reads from the cursor, applies, repeats.
+    /// Redis errors are logged and retried after a pause.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut pending_first = true;
-        let mut last_claim = Instant::now();
         while !*shutdown.borrow() {
             let step = async {
-                self.ensure_group().await?;
-                if pending_first {
-                    // Our own pending entries (a crash before XACK) come first.
-                    while self.pass("0", None).await? > 0 {}
-                    pending_first = false;
+                let read = self.pass(Some(BLOCK)).await?;
+                if read < self.opts.batch as u64 {
+                    tokio::time::sleep(IDLE).await;
                 }
-                if last_claim.elapsed() >= CLAIM_IDLE {
-                    last_claim = Instant::now();
-                    if self.claim_abandoned().await? > 0 {
-                        pending_first = true;
-                    }
-                }
-                self.pass(">", Some(BLOCK)).await
+                Ok::<_, redis::RedisError>(())
             };
             tokio::select! {
                 r = step => if let Err(e) = r {
                     tracing::warn!(error = %e, "aggregator: redis error, retrying");
-                    pending_first = true;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 },
                 _ = shutdown.changed() => {}
@@ -145,80 +141,50 @@ impl Aggregator {
         }
     }
 
-    /// Applies everything appended to the stream so far, including entries the
-    /// loop has read but not yet applied. Returns how many new clicks it counted.
+    /// Applies everything appended to the stream so far. Returns how many
+    /// entries it read (entries another pass applied first are skipped).
     ///
     /// Errors: Redis errors.
     pub async fn catch_up(&self) -> redis::RedisResult<u64> {
-        self.ensure_group().await?;
         let mut total = 0;
         loop {
-            let n = self.pass(">", None).await?;
+            let n = self.pass(None).await?;
             if n == 0 {
-                break;
+                return Ok(total);
             }
             total += n;
         }
-        // Entries delivered to this consumer but not yet acknowledged.
-        self.pass("0", None).await?;
-        Ok(total)
     }
 
-    async fn ensure_group(&self) -> redis::RedisResult<()> {
+    /// Reads one batch after the stored cursor and applies it, holding the apply
+    /// lock from the cursor read to the script's return, so concurrent passes
+    /// never re-read a batch another is applying. Returns the entries read.
+    async fn pass(&self, block: Option<Duration>) -> redis::RedisResult<u64> {
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(keys::CLICK_STREAM)
-            .arg(keys::AGGREGATOR_GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match r {
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            other => other,
-        }
-    }
-
-    async fn claim_abandoned(&self) -> redis::RedisResult<usize> {
-        let mut conn = self.conn.clone();
-        let v: Value = redis::cmd("XAUTOCLAIM")
-            .arg(keys::CLICK_STREAM)
-            .arg(keys::AGGREGATOR_GROUP)
-            .arg(&self.opts.consumer)
-            .arg(CLAIM_IDLE.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(self.opts.batch)
-            .arg("JUSTID")
-            .query_async(&mut conn)
-            .await?;
-        let claimed = match v {
-            Value::Array(parts) => match parts.get(1) {
-                Some(Value::Array(ids)) => ids.len(),
-                _ => 0,
-            },
-            _ => 0,
-        };
-        Ok(claimed)
-    }
-
-    /// Reads one batch from `from` (`>` new, `0` own pending) and applies it.
-    /// Returns the number of entries read (not the number newly counted).
-    async fn pass(&self, from: &str, block: Option<Duration>) -> redis::RedisResult<u64> {
-        let mut conn = self.conn.clone();
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(keys::AGGREGATOR_GROUP).arg(&self.opts.consumer).arg("COUNT").arg(self.opts.batch);
         if let Some(b) = block {
-            cmd.arg("BLOCK").arg(b.as_millis() as u64);
+            // Wait (without the lock) until something lies past the cursor.
+            let cursor: Option<String> = redis::cmd("GET").arg(keys::AGGREGATOR_CURSOR).query_async(&mut conn).await?;
+            let _: Value = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(b.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(keys::CLICK_STREAM)
+                .arg(cursor.as_deref().unwrap_or("0-0"))
+                .query_async(&mut conn)
+                .await?;
         }
-        cmd.arg("STREAMS").arg(keys::CLICK_STREAM).arg(from);
+        let _guard = self.apply.lock().await;
+        let cursor: Option<String> = redis::cmd("GET").arg(keys::AGGREGATOR_CURSOR).query_async(&mut conn).await?;
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(self.opts.batch).arg("STREAMS").arg(keys::CLICK_STREAM);
+        cmd.arg(cursor.as_deref().unwrap_or("0-0"));
         let reply: Value = cmd.query_async(&mut conn).await?;
         let entries = parse_read_reply(reply);
         if entries.is_empty() {
             return Ok(0);
         }
-        let _guard = self.apply.lock().await;
         let read = entries.len() as u64;
         let new = self.apply_batch(&entries).await?;
         self.metrics.clicks_aggregated.inc_by(new);
@@ -236,14 +202,14 @@ impl Aggregator {
         let mut dims: Vec<(String, String)> = Vec::new();
         let mut index = std::collections::HashMap::<String, usize>::new();
         let mut day_cache: Option<(u64, String)> = None;
-        let mut rows: Vec<(&str, String, String, u64, &str, [usize; 4])> = Vec::with_capacity(entries.len());
+        // Per entry: stream id, click key, packed record, expire-at ms, visitor, key-table indexes.
+        type Row<'a> = (&'a str, String, String, u64, String, [usize; 4]);
+        let mut rows: Vec<Row<'_>> = Vec::with_capacity(entries.len());
         for e in entries {
-            let [tok, rest @ ..] = &e.fields;
-            let fields: [&str; 10] = std::array::from_fn(|i| rest[i].as_str());
-            let Some(rec) = ClickRecord::from_stream_fields(fields).filter(|_| uuid::Uuid::try_parse(tok).is_ok())
-            else {
+            let [tok, packed] = &e.fields;
+            let Some(rec) = ClickRecord::from_packed(packed).filter(|_| uuid::Uuid::try_parse(tok).is_ok()) else {
                 tracing::warn!(stream.id = %e.id, "aggregator: skipping malformed click-stream entry");
-                rows.push((&e.id, String::new(), String::new(), 0, "", [1; 4]));
+                rows.push((&e.id, String::new(), String::new(), 0, String::new(), [1; 4]));
                 continue;
             };
             // Days change rarely within a batch: recompute only when the minute changes.
@@ -272,14 +238,15 @@ impl Aggregator {
                 })
             });
             let expire_at = rec.ts_ms.saturating_add(self.opts.click_ttl_ms);
-            rows.push((&e.id, keys::click(tok), rec.to_packed(), expire_at, &e.fields[8], idx));
+            rows.push((&e.id, keys::click(tok), packed.clone(), expire_at, rec.ip_hash.clone(), idx));
         }
         if dims.is_empty() {
             // Only malformed entries: a placeholder key table keeps the script's indexes valid.
             dims.push((String::new(), String::new()));
         }
         let mut inv = self.script.prepare_invoke();
-        inv.arg(keys::CLICK_STREAM).arg(keys::AGGREGATOR_GROUP).arg(rows.len()).arg(dims.len());
+        let last_id = entries.last().map_or("0-0", |e| e.id.as_str());
+        inv.arg(keys::AGGREGATOR_CURSOR).arg(last_id).arg(rows.len()).arg(dims.len());
         for (agg, _) in &dims {
             inv.arg(agg);
         }
@@ -287,7 +254,7 @@ impl Aggregator {
             inv.arg(uv);
         }
         for (id, ck, packed, expire_at, visitor, idx) in &rows {
-            inv.arg(*id).arg(ck).arg(packed).arg(*expire_at).arg(*visitor);
+            inv.arg(*id).arg(ck).arg(packed).arg(*expire_at).arg(visitor);
             for i in idx {
                 inv.arg(*i);
             }

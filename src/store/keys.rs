@@ -7,13 +7,12 @@ use crate::platform::Platform;
 
 /// Click stream: one entry per click, appended on the hot path (XADD, approximate MAXLEN).
 pub const CLICK_STREAM: &str = "ll:clicks";
-/// Consumer group of the aggregator on [`CLICK_STREAM`].
-pub const AGGREGATOR_GROUP: &str = "ll-agg";
+/// Aggregator cursor: the id of the last click-stream entry applied to the aggregates.
+pub const AGGREGATOR_CURSOR: &str = "ll:agg:cursor";
 
-/// Field names of a click-stream entry, in the order they are written.
-/// The same names (minus `tok`) are the fields of the click record hash.
-pub const CLICK_FIELDS: [&str; 11] =
-    ["tok", "ts", "note", "creator", "platform", "item", "sku", "campaign", "ip", "ua", "ref"];
+/// Field names of a click-stream entry, in the order they are written: the click
+/// token and the packed click record ([`crate::click::ClickRecord::to_packed`]).
+pub const CLICK_FIELDS: [&str; 2] = ["tok", "rec"];
 
 /// Click record: hash keyed by click token (canonical UUID text), expiring at
 /// click time + attribution window + grace.

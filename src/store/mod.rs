@@ -3,9 +3,8 @@
 //! stream ([`aggregator`]), and the supervised `redis-server` ([`supervisor`]).
 //!
 //! The hot path costs Redis exactly one command per click: an `XADD` to the
-//! click stream. Concurrent clicks share one multiplexed connection, so their
-//! `XADD`s are pipelined: one socket write and one read serve many clicks (group
-//! commit). Everything else (the click record keyed by token, counters, UV) is
+//! click stream. Concurrent clicks are group-committed: one pipeline, one socket
+//! write and one read serve many clicks (see [`Store`]). Everything else (the click record keyed by token, counters, UV) is
 //! derived from the stream by the aggregator, exactly once and crash-safely.
 //! See `docs/redis-schema.md`.
 
@@ -13,7 +12,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::click::{Click, UnrecordedReason};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::click::{Click, ClickRecord, UnrecordedReason};
 
 pub mod aggregator;
 pub mod keys;
@@ -28,11 +29,28 @@ pub struct StoreOptions {
     pub click_stream_maxlen: u64,
 }
 
+/// Most clicks written by one pipeline (one socket write, one Redis event-loop pass).
+pub const MAX_GROUP_COMMIT: usize = 1024;
+
 /// Connection to Redis for request handlers: cheap to clone, reconnects by itself.
+///
+/// Click writes go through a **group-commit writer**: each redirect hands its
+/// click to one writer task and waits; the writer yields once so every request
+/// already runnable can add its click, then sends all pending `XADD`s as one
+/// pipeline and wakes each waiter with the outcome. Under load one Redis round
+/// trip (and one append-only-file write) carries hundreds of clicks.
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
     opts: StoreOptions,
+    writer: mpsc::UnboundedSender<PendingClick>,
+}
+
+/// A click waiting for the writer: its stream fields and whom to tell.
+struct PendingClick {
+    token: String,
+    record: String,
+    done: oneshot::Sender<bool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -57,10 +75,15 @@ pub fn connect_manager(url: &str, response_timeout: Duration) -> redis::RedisRes
 }
 
 impl Store {
-    /// Connects (lazily) to the Redis at `url`. Errors: an invalid URL.
+    /// Connects (lazily) to the Redis at `url` and starts the group-commit writer.
+    /// Must be called inside a Tokio runtime.
+    ///
+    /// Errors: an invalid URL.
     pub fn connect(url: &str, opts: StoreOptions) -> redis::RedisResult<Store> {
-        let conn = connect_manager(url, opts.click_write_timeout)?;
-        Ok(Store { conn, opts })
+        let conn = connect_manager(url, opts.click_write_timeout.max(Duration::from_secs(1)))?;
+        let (writer, rx) = mpsc::unbounded_channel();
+        tokio::spawn(group_commit(conn.clone(), rx, opts.click_stream_maxlen));
+        Ok(Store { conn, opts, writer })
     }
 
     /// A clone of the underlying connection, for other request-side Redis work.
@@ -70,16 +93,22 @@ impl Store {
 
     /// Appends a click to the click stream and waits (bounded) for Redis's acknowledgement.
     ///
-    /// One command, `XADD ll:clicks MAXLEN ~ N * tok … ref …` (fields in
-    /// [`keys::CLICK_FIELDS`] order; absent values are empty strings).
+    /// One command per click, `XADD ll:clicks MAXLEN ~ N * tok {token} rec {record}`
+    /// (record: [`ClickRecord::to_packed`]), group-committed with concurrent clicks.
     /// Errors: [`UnrecordedReason`] when Redis fails or is slower than the bounded wait.
     pub async fn write_click(&self, click: &Click) -> Result<(), UnrecordedReason> {
-        let cmd = xadd_click(click, self.opts.click_stream_maxlen);
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.opts.click_write_timeout, conn.send_packed_command(&cmd)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if e.is_timeout() => Err(UnrecordedReason::Timeout),
-            Ok(Err(_)) => Err(UnrecordedReason::RedisError),
+        let (done, rx) = oneshot::channel();
+        let pending = PendingClick {
+            token: click.token.hyphenated().to_string(),
+            record: ClickRecord::from_click(click).to_packed(),
+            done,
+        };
+        if self.writer.send(pending).is_err() {
+            return Err(UnrecordedReason::RedisError);
+        }
+        match tokio::time::timeout(self.opts.click_write_timeout, rx).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false) | Err(_)) => Err(UnrecordedReason::RedisError),
             Err(_) => Err(UnrecordedReason::Timeout),
         }
     }
@@ -88,38 +117,52 @@ impl Store {
     pub async fn ping(&self) -> bool {
         let mut conn = self.conn.clone();
         let ping = redis::cmd("PING");
-        matches!(
-            tokio::time::timeout(
-                self.opts.click_write_timeout.max(Duration::from_millis(200)),
-                conn.send_packed_command(&ping)
-            )
-            .await,
-            Ok(Ok(_))
-        )
+        let wait = self.opts.click_write_timeout.max(Duration::from_millis(200));
+        matches!(tokio::time::timeout(wait, conn.send_packed_command(&ping)).await, Ok(Ok(_)))
     }
 }
 
-/// Builds the `XADD` for one click (public for benches).
-pub fn xadd_click(click: &Click, maxlen: u64) -> redis::Cmd {
-    let mut token = uuid::Uuid::encode_buffer();
-    let token = click.token.hyphenated().encode_lower(&mut token);
-    let product = &click.link.product;
+/// The group-commit writer loop (see [`Store`]). Ends when every `Store` is dropped.
+async fn group_commit(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<PendingClick>, maxlen: u64) {
+    while let Some(first) = rx.recv().await {
+        // Let every request task that is already runnable enqueue its click first.
+        tokio::task::yield_now().await;
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < MAX_GROUP_COMMIT {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut pipe = redis::pipe();
+        for p in &batch {
+            pipe.add_command(xadd_click(&p.token, &p.record, maxlen)).ignore();
+        }
+        let mut conn = conn.clone();
+        // Several batches may be in flight at once on the multiplexed connection.
+        tokio::spawn(async move {
+            let ok = pipe.query_async::<()>(&mut conn).await.is_ok();
+            for p in batch {
+                let _ = p.done.send(ok);
+            }
+        });
+    }
+}
+
+/// Builds the `XADD` for one click (public for benches and docs):
+/// `XADD ll:clicks MAXLEN ~ {maxlen} * tok {token} rec {record}`.
+pub fn xadd_click(token: &str, record: &str, maxlen: u64) -> redis::Cmd {
+    let [f_tok, f_rec] = keys::CLICK_FIELDS;
     let mut cmd = redis::cmd("XADD");
-    cmd.arg(keys::CLICK_STREAM).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
-    let [f_tok, f_ts, f_note, f_creator, f_platform, f_item, f_sku, f_campaign, f_ip, f_ua, f_ref] = keys::CLICK_FIELDS;
-    cmd.arg(f_tok).arg(&*token);
-    cmd.arg(f_ts).arg(click.ts_ms);
-    cmd.arg(f_note).arg(&click.link.note_id);
-    cmd.arg(f_creator).arg(&click.link.creator_id);
-    cmd.arg(f_platform).arg(product.platform.as_str());
-    cmd.arg(f_item).arg(product.item_id);
-    match product.sku_id {
-        Some(sku) => cmd.arg(f_sku).arg(sku),
-        None => cmd.arg(f_sku).arg(""),
-    };
-    cmd.arg(f_campaign).arg(click.link.campaign.as_deref().unwrap_or(""));
-    cmd.arg(f_ip).arg(&click.ip_hash);
-    cmd.arg(f_ua).arg(click.ua.as_str());
-    cmd.arg(f_ref).arg(click.referrer_host.as_deref().unwrap_or(""));
+    cmd.arg(keys::CLICK_STREAM)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(maxlen)
+        .arg("*")
+        .arg(f_tok)
+        .arg(token)
+        .arg(f_rec)
+        .arg(record);
     cmd
 }

@@ -47,7 +47,9 @@ async fn errors_have_envelopes_and_write_nothing() {
         b[k] = json!(v);
         b.to_string()
     };
-    let cases: Vec<(Option<&str>, String, &str, u16, &str, Option<&str>)> = vec![
+    // (bearer token, body, content type, status, code, field)
+    type Case<'a> = (Option<&'a str>, String, &'a str, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
         (None, ok.to_string(), "application/json", 401, "unauthorized", None),
         (Some("wrong"), ok.to_string(), "application/json", 401, "unauthorized", None),
         (Some(ADMIN_TOKEN), ok.to_string(), "text/plain", 415, "unsupported_media_type", None),

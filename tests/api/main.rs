@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly
 //! Integration tests, compiled into one binary. Each test starts its own
 //! `redis-server` on a free port (see `support`) and its own gateway on port 0.
 

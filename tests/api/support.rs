@@ -118,21 +118,6 @@ impl TestApp {
     }
 }
 
-/// Waits until `f` returns true, up to 5 s.
-pub async fn eventually<F, Fut>(mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 pub fn keys() -> (linkloop::signing::Keyring, linkloop::signing::Keyring) {
     (
         linkloop::signing::Keyring::new(&[(1, LINK_SECRET)], 1).unwrap(),
