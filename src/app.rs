@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::click::{Click, Durability, VisitorHasher};
 use crate::config::Config;
+use crate::conversion::auth::Merchants;
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::signing::Keyring;
 use crate::store::aggregator::{Aggregator, AggregatorOptions};
@@ -46,6 +47,12 @@ pub struct App {
     pub aggregator: Arc<Aggregator>,
     /// Every metric.
     pub metrics: Arc<Metrics>,
+    /// Merchants allowed to post conversions.
+    pub merchants: Merchants,
+    /// The conversion script (attribution + idempotency + GMV), loaded once.
+    pub conversion_script: redis::Script,
+    /// Per-merchant rate limiter of the conversion API (governor, keyed by merchant id).
+    pub merchant_limiter: governor::DefaultKeyedRateLimiter<String>,
 }
 
 /// Handler state: the shared [`App`].
@@ -83,7 +90,16 @@ impl App {
             },
             metrics.clone(),
         ));
+        let merchants =
+            Merchants::new(&config.merchants, config.attribution_window_days, config.callback_tolerance_seconds)?;
+        let per_s =
+            std::num::NonZeroU32::new(config.merchant_rate_limit_per_second).unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = per_s.saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN));
+        let merchant_limiter = governor::RateLimiter::keyed(governor::Quota::per_second(per_s).allow_burst(burst));
         Ok(App {
+            merchants,
+            conversion_script: crate::store::conversions::script(),
+            merchant_limiter,
             public_url: config.public_url(),
             link_keys: secrets.link_keys,
             jump_keys: secrets.jump_keys,

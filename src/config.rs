@@ -82,6 +82,14 @@ pub struct Config {
     pub log_json: bool,
     /// Signing keys. Default: dev keys (see module doc).
     pub keys: KeysConfig,
+    /// Merchants allowed to post conversions (`[[merchants]]`). Default none.
+    pub merchants: Vec<crate::conversion::auth::MerchantConfig>,
+    /// Accepted skew of a callback signature's timestamp, seconds. Default 300.
+    pub callback_tolerance_seconds: u64,
+    /// Conversion callbacks per second per merchant (burst: 2 s worth); past it `429`. Default 2,000.
+    pub merchant_rate_limit_per_second: u32,
+    /// Approximate cap of the conversion stream, entries. Default 1,000,000.
+    pub conversion_stream_maxlen: u64,
 }
 
 /// `[keys]`: signing keys by key id. Secrets are at least 32 bytes.
@@ -144,6 +152,10 @@ impl Default for Config {
             max_concurrent_requests: 4096,
             log_json: false,
             keys: KeysConfig::default(),
+            merchants: Vec::new(),
+            callback_tolerance_seconds: 300,
+            merchant_rate_limit_per_second: 2000,
+            conversion_stream_maxlen: 1_000_000,
         }
     }
 }
@@ -223,6 +235,10 @@ impl Config {
         if self.aggregator_batch == 0 || self.aggregator_batch > 2048 {
             bail!("aggregator_batch: must be 1..=2048");
         }
+        if self.merchant_rate_limit_per_second == 0 || self.callback_tolerance_seconds == 0 {
+            bail!("merchant_rate_limit_per_second and callback_tolerance_seconds must be positive");
+        }
+        crate::conversion::auth::Merchants::new(&self.merchants, self.attribution_window_days, 1)?;
         if self.attribution_window_days == 0 {
             bail!("attribution_window_days: must be positive");
         }

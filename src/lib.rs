@@ -13,6 +13,7 @@
 //! | [`signing`] | HMAC-SHA256 keyrings by key id, constant-time verification. No I/O. |
 //! | [`link`] | The tracked-link wire format v1 (`docs/link-format.md`). No I/O. |
 //! | [`jump`] | The jump-URL signature v1 (`docs/jump-url.md`). No I/O. |
+//! | [`conversion`] | Conversion callbacks: body validation, fingerprints, merchant signatures. No I/O. |
 //! | [`click`] | Click tokens, user-agent classes, the click record and how it is made durable. |
 //! | [`store`] | All Redis code: key schema, the click writer, the aggregator, the supervised `redis-server`. |
 //! | [`http`] | Routes and middleware: turns requests into calls, results into responses. |
@@ -25,6 +26,7 @@
 pub mod app;
 pub mod click;
 pub mod config;
+pub mod conversion;
 pub mod http;
 pub mod jump;
 pub mod link;

@@ -51,6 +51,11 @@ pub struct Metrics {
     pub links_rejected: Family<ReasonLabels, Counter>,
     /// `linkloop_links_minted_total`: tracked links minted over the API.
     pub links_minted: Counter,
+    /// `linkloop_conversions_total{reason}`: conversion callbacks by result code (`attributed`, `duplicate`, `conflict`, …).
+    pub conversions: Family<ReasonLabels, Counter>,
+    /// `linkloop_conversions_unattributed_total{reason}`: conversions refused as not attributable
+    /// (`click_not_found`: unknown or expired token; `outside_window`).
+    pub conversions_unattributed: Family<ReasonLabels, Counter>,
     /// `linkloop_clicks_aggregated_total`: clicks counted into per-day aggregates.
     pub clicks_aggregated: Counter,
     /// `linkloop_click_aggregation_lag_seconds`: click time to counted, seconds.
@@ -98,6 +103,14 @@ impl Metrics {
         registry.register("links_rejected", "Tracked links that failed verification", links_rejected.clone());
         let links_minted = Counter::default();
         registry.register("links_minted", "Tracked links minted over the API", links_minted.clone());
+        let conversions = Family::<ReasonLabels, Counter>::default();
+        registry.register("conversions", "Conversion callbacks by result code", conversions.clone());
+        let conversions_unattributed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "conversions_unattributed",
+            "Conversions refused as not attributable",
+            conversions_unattributed.clone(),
+        );
         let clicks_aggregated = Counter::default();
         registry.register("clicks_aggregated", "Clicks counted into per-day aggregates", clicks_aggregated.clone());
         let aggregation_lag = Histogram::new(LAG_BUCKETS);
@@ -114,6 +127,8 @@ impl Metrics {
             clicks_unrecorded,
             links_rejected,
             links_minted,
+            conversions,
+            conversions_unattributed,
             clicks_aggregated,
             aggregation_lag,
         }

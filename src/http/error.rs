@@ -45,6 +45,11 @@ impl ApiError {
         Self { field: Some(field), ..Self::new(StatusCode::BAD_REQUEST, code, message) }
     }
 
+    /// The same error with another status.
+    pub fn with_status(self, status: StatusCode) -> Self {
+        Self { status, ..self }
+    }
+
     /// `401 unauthorized`.
     pub fn unauthorized(message: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET`/`HEAD /j/{link}` | [`follow::follow_link`] |
 //! | `POST /v1/links` | [`links::create_link`] |
+//! | `POST /v1/conversions`, `/v1/conversions/batch`, `GET /v1/postback` | [`conversions`] |
 //! | `GET /healthz`, `/readyz`, `/metrics` | [`health`] |
 
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use crate::app::AppState;
 use crate::metrics::{RequestLabels, RouteLabels};
 
 pub mod auth;
+pub mod conversions;
 pub mod error;
 pub mod follow;
 pub mod health;
@@ -31,6 +33,8 @@ use error::ApiError;
 
 /// Largest request body accepted, bytes (64 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest body of `POST /v1/conversions/batch`, bytes (1 MiB: 500 conversions).
+pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
 
 /// Builds the router with its whole middleware stack. Layers, outermost first:
 /// 1. request metrics (route = matched path, so every answer is counted, sheds included);
@@ -47,6 +51,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/j/{link}", get(follow::follow_link))
         .route("/v1/links", post(links::create_link))
+        .route("/v1/conversions", post(conversions::create_conversion))
+        .route(
+            "/v1/conversions/batch",
+            post(conversions::create_conversion_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+        )
+        .route("/v1/postback", get(conversions::get_postback))
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
         .route("/metrics", get(health::get_metrics))
@@ -84,6 +94,9 @@ fn route_label(path: Option<&MatchedPath>) -> &'static str {
     match path.map(MatchedPath::as_str) {
         Some("/j/{link}") => "/j/{link}",
         Some("/v1/links") => "/v1/links",
+        Some("/v1/conversions") => "/v1/conversions",
+        Some("/v1/conversions/batch") => "/v1/conversions/batch",
+        Some("/v1/postback") => "/v1/postback",
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::click::{Click, ClickRecord, UnrecordedReason};
 
 pub mod aggregator;
+pub mod conversions;
 pub mod keys;
 pub mod supervisor;
 

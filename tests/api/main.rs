@@ -3,6 +3,7 @@
 //! `redis-server` on a free port (see `support`) and its own gateway on port 0.
 
 mod cli;
+mod conversions;
 mod follow;
 mod links;
 mod real_links;

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use linkloop::app::{AppState, Application};
 use linkloop::config::{Config, KeyConfig, KeysConfig};
+use linkloop::conversion::auth::MerchantConfig;
+use linkloop::platform::Platform;
 use linkloop::store::supervisor::{RedisServer, RedisServerOptions};
 use secrecy::SecretString;
 
@@ -12,6 +14,9 @@ pub const LINK_SECRET: &str = "test-link-secret-0123456789abcdef-0123456789";
 pub const JUMP_SECRET: &str = "test-jump-secret-0123456789abcdef-0123456789";
 pub const VISITOR_SECRET: &str = "test-visitor-secret-0123456789abcdef-012345";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// Merchant `tmall-shop` (taobao + tmall) secrets, kid 1 and kid 2; merchant `jd-shop` (jd) uses kid 1.
+pub const MERCHANT_SECRET_1: &str = "merchant-secret-one-0123456789abcdef-0123";
+pub const MERCHANT_SECRET_2: &str = "merchant-secret-two-0123456789abcdef-0123";
 
 pub struct TestRedis {
     pub server: RedisServer,
@@ -44,7 +49,27 @@ pub fn test_config(data_dir: &std::path::Path, redis_url: &str) -> Config {
             jump_active_kid: Some(1),
             visitor_secret: Some(SecretString::from(VISITOR_SECRET.to_owned())),
         },
+        merchants: vec![
+            merchant(
+                "tmall-shop",
+                &[Platform::Taobao, Platform::Tmall],
+                &[(1, MERCHANT_SECRET_1), (2, MERCHANT_SECRET_2)],
+            ),
+            merchant("jd-shop", &[Platform::Jd], &[(1, MERCHANT_SECRET_1)]),
+        ],
         ..Config::default()
+    }
+}
+
+fn merchant(id: &str, platforms: &[Platform], secrets: &[(u8, &str)]) -> MerchantConfig {
+    MerchantConfig {
+        id: id.into(),
+        platforms: platforms.to_vec(),
+        attribution_window_days: None,
+        secrets: secrets
+            .iter()
+            .map(|(kid, s)| KeyConfig { kid: *kid, secret: SecretString::from((*s).to_owned()) })
+            .collect(),
     }
 }
 
@@ -96,6 +121,41 @@ impl TestApp {
 
     pub async fn get(&self, url: &str) -> reqwest::Response {
         self.client.get(url).send().await.unwrap()
+    }
+
+    /// Clicks a tracked link (mobile UA) and returns the click token and click time (ms) from the jump URL.
+    pub async fn click(&self, link: &str) -> (String, u64) {
+        let res = self.client.get(link).header("user-agent", "Mozilla/5.0 (iPhone) Mobile").send().await.unwrap();
+        assert_eq!(res.status(), 302);
+        let claims = linkloop::jump::verify(res.headers()["location"].to_str().unwrap(), &keys().1).unwrap();
+        (claims.click_token.hyphenated().to_string(), claims.ts_ms)
+    }
+
+    /// Posts a signed conversion body as merchant `merchant` with `secret`/`kid`, signed `skew_s` seconds off now.
+    pub async fn post_conversion(
+        &self,
+        path: &str,
+        merchant: &str,
+        secret: &str,
+        kid: u8,
+        skew_s: i64,
+        body: &str,
+    ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        let t = (linkloop::click::now_ms() / 1000).saturating_add_signed(skew_s);
+        let sig = linkloop::conversion::auth::sign_body(secret.as_bytes(), kid, t, body.as_bytes());
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .header("linkloop-merchant", merchant)
+            .header("linkloop-signature", sig)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null), headers)
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {

@@ -1,0 +1,319 @@
+//! Conversion callbacks: `POST /v1/conversions`, `POST /v1/conversions/batch`,
+//! and the postback form `GET /v1/postback`.
+//!
+//! Order of checks: content type (415), body size (413), merchant signature on
+//! the raw bytes (401), per-merchant rate limit (429), JSON shape and fields
+//! (400), then one atomic Redis script: attribution (403/422), idempotency
+//! (200 duplicate / 409 conflict), order state and GMV (409), else 201.
+//! Redis unavailable: 503 + `Retry-After`, nothing written.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use crate::app::{App, AppState};
+use crate::conversion::auth::{AuthError, MERCHANT_HEADER, Merchant, SIGNATURE_HEADER};
+use crate::conversion::{ConversionInput, FieldError};
+use crate::metrics::ReasonLabels;
+use crate::store::conversions::{self, Outcome};
+
+/// Most conversions in one batch request.
+pub const MAX_BATCH: usize = 500;
+
+/// The raw body as bytes, with our envelope for a body over the limit (413).
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body is over the 64 KiB limit")
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "could not read the body")
+            }
+        })
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send a JSON body with Content-Type: application/json",
+        ))
+    }
+}
+
+fn now_s() -> u64 {
+    crate::click::now_ms() / 1000
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+}
+
+fn authenticate(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Arc<Merchant>, ApiError> {
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    app.merchants.authenticate(h(MERCHANT_HEADER), h(SIGNATURE_HEADER), body, now_s()).map_err(auth_error)
+}
+
+fn rate_limit(app: &App, merchant: &Merchant, n: u32) -> Result<(), ApiError> {
+    let n = std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
+    match app.merchant_limiter.check_key_n(&merchant.id, n) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(not_until)) => {
+            use governor::clock::Clock as _;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            Err(ApiError {
+                retry_after_s: Some(wait.as_secs() + 1),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many callbacks; retry after the given delay",
+                )
+            })
+        }
+        Err(_) => {
+            Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "batch larger than the burst allowance"))
+        }
+    }
+}
+
+fn field_error(e: &FieldError) -> ApiError {
+    ApiError::field(e.field, "invalid_field", e.to_string())
+}
+
+fn parse_input(v: &[u8]) -> Result<ConversionInput, ApiError> {
+    serde_json::from_slice(v).map_err(json_error)
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    if e.is_data() {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "body is not valid JSON")
+    }
+}
+
+/// Validates, records (with one catch-up of the click aggregator when the click
+/// is not found yet), and turns the outcome into a status and JSON body.
+async fn process(app: &App, merchant: &Merchant, input: ConversionInput) -> Result<(StatusCode, Value), ApiError> {
+    let conv = input.validate().map_err(|e| field_error(&e))?;
+    let tz = app.config.tz().map_err(|e| ApiError::internal(&e))?;
+    let day = crate::store::aggregator::day_of(conv.occurred_at_ms, tz);
+    let conn = app.store.connection();
+    let maxlen = app.config.conversion_stream_maxlen;
+    let run = |mut conn: redis::aio::ConnectionManager| {
+        let (script, conv, day) = (&app.conversion_script, &conv, &day);
+        async move { conversions::record(&mut conn, script, conv, merchant, day, maxlen).await }
+    };
+    let mut outcome = run(conn.clone()).await.map_err(|_| ApiError::unavailable())?;
+    if outcome == Outcome::UnknownClick {
+        // The click may still be on its way from the stream to its record.
+        if app.aggregator.catch_up().await.is_ok() {
+            outcome = run(conn.clone()).await.map_err(|_| ApiError::unavailable())?;
+        }
+    }
+    let result = |code: &'static str| app.metrics.conversions.get_or_create(&ReasonLabels { reason: code }).inc();
+    let unattributed = |reason: &'static str| {
+        app.metrics.conversions_unattributed.get_or_create(&ReasonLabels { reason }).inc();
+    };
+    let (status, code, body) = match outcome {
+        Outcome::Attributed(res) => (StatusCode::CREATED, "attributed", with_duplicate(&res, false)),
+        Outcome::Duplicate(res) => (StatusCode::OK, "duplicate", with_duplicate(&res, true)),
+        other => {
+            let e = match other {
+                Outcome::Conflict => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "this order_id/sub_order_id/status was already reported with different content",
+                ),
+                Outcome::UnknownClick => {
+                    unattributed("click_not_found");
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "click_not_found",
+                        "unknown or expired click token: the conversion is not attributed",
+                    )
+                }
+                Outcome::OutsideWindow => {
+                    unattributed("outside_window");
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "outside_attribution_window",
+                        "occurred_at is before the click or after the attribution window",
+                    )
+                }
+                Outcome::ItemMismatch => {
+                    ApiError::field("item_id", "item_mismatch", "item_id: differs from the clicked item")
+                        .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+                }
+                Outcome::PlatformNotAllowed(p) => ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "platform_not_allowed",
+                    format!("merchant may not report on {p} clicks"),
+                ),
+                Outcome::InvalidTransition(state) => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "invalid_transition",
+                    format!("order is {state}: this status is not allowed"),
+                ),
+                Outcome::RefundExceedsPaid => {
+                    ApiError::new(StatusCode::CONFLICT, "refund_exceeds_paid", "refunds would exceed the paid amount")
+                }
+                Outcome::CurrencyMismatch => {
+                    ApiError::field("currency", "currency_mismatch", "currency: differs from the payment's currency")
+                        .with_status(StatusCode::CONFLICT)
+                }
+                Outcome::Attributed(_) | Outcome::Duplicate(_) => ApiError::internal(&"unreachable outcome"),
+            };
+            result(e.code);
+            return Err(e);
+        }
+    };
+    result(code);
+    Ok((status, body))
+}
+
+fn with_duplicate(res: &str, duplicate: bool) -> Value {
+    let mut v: Value = serde_json::from_str(res).unwrap_or_else(|_| json!({}));
+    if let Some(o) = v.as_object_mut() {
+        o.insert("duplicate".into(), Value::Bool(duplicate));
+    }
+    v
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut res = (status, axum::Json(body)).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// `POST /v1/conversions`: one conversion. See the module doc for the status codes.
+pub async fn create_conversion(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let merchant = authenticate(&app, &headers, &body)?;
+    rate_limit(&app, &merchant, 1)?;
+    let input = parse_input(&body)?;
+    let (status, body) = process(&app, &merchant, input).await?;
+    Ok(json_response(status, &body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    conversions: Vec<Value>,
+}
+
+/// `POST /v1/conversions/batch`: `{"conversions": [...]}`, up to 500, signed as
+/// one body. `200 {"results": [{index, status, code, ...}]}`, one per item, each
+/// with the status code and body the single form would have given.
+pub async fn create_conversion_batch(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let merchant = authenticate(&app, &headers, &body)?;
+    let batch: Batch = serde_json::from_slice(&body).map_err(json_error)?;
+    if batch.conversions.is_empty() || batch.conversions.len() > MAX_BATCH {
+        return Err(ApiError::field("conversions", "invalid_field", format!("conversions: 1 to {MAX_BATCH} items")));
+    }
+    rate_limit(&app, &merchant, u32::try_from(batch.conversions.len()).unwrap_or(u32::MAX))?;
+    let mut results = Vec::with_capacity(batch.conversions.len());
+    for (index, item) in batch.conversions.into_iter().enumerate() {
+        let outcome = match serde_json::from_value::<ConversionInput>(item) {
+            Ok(input) => process(&app, &merchant, input).await,
+            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())),
+        };
+        let entry = match outcome {
+            Ok((status, mut body)) => {
+                if let Some(o) = body.as_object_mut() {
+                    o.insert("index".into(), json!(index));
+                    o.insert("status_code".into(), json!(status.as_u16()));
+                    let code = if status == StatusCode::CREATED { "attributed" } else { "duplicate" };
+                    o.insert("code".into(), json!(code));
+                }
+                body
+            }
+            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => return Err(e),
+            Err(e) => {
+                json!({"index": index, "status_code": e.status.as_u16(), "code": e.code, "message": e.message, "field": e.field})
+            }
+        };
+        results.push(entry);
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "results": results })))
+}
+
+/// Query parameters of the postback besides the conversion fields.
+const POSTBACK_AUTH: [&str; 4] = ["merchant", "t", "k", "sig"];
+const POSTBACK_FIELDS: [&str; 10] = [
+    "click_token",
+    "order_id",
+    "sub_order_id",
+    "status",
+    "raw_status",
+    "refund_id",
+    "amount",
+    "currency",
+    "occurred_at",
+    "item_id",
+];
+
+/// `GET /v1/postback?merchant=…&click_token=…&…&t=…&k=…&sig=…`: the same
+/// conversion as query parameters, signed over the canonical query
+/// (`crate::conversion::auth::canonical_query`). Same answers as `POST /v1/conversions`.
+pub async fn get_postback(State(app): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let query = query.unwrap_or_default();
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let merchant = app.merchants.authenticate_postback(&params, now_s()).map_err(auth_error)?;
+    rate_limit(&app, &merchant, 1)?;
+    let mut obj = serde_json::Map::new();
+    for (k, v) in &params {
+        if POSTBACK_AUTH.contains(&k.as_str()) {
+            continue;
+        }
+        if !POSTBACK_FIELDS.contains(&k.as_str()) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("unknown parameter {k}")));
+        }
+        if obj.contains_key(k) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("parameter {k} repeated")));
+        }
+        let value = if k == "amount" {
+            match v.parse::<i64>() {
+                Ok(n) => json!(n),
+                Err(_) => return Err(ApiError::field("amount", "invalid_field", "amount: must be an integer")),
+            }
+        } else {
+            json!(v)
+        };
+        obj.insert(k.clone(), value);
+    }
+    let input: ConversionInput = serde_json::from_value(Value::Object(obj))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?;
+    let (status, body) = process(&app, &merchant, input).await?;
+    Ok(json_response(status, &body))
+}

@@ -1,0 +1,193 @@
+//! Conversion recording: attribution, idempotency and GMV arithmetic in one
+//! atomic Lua script (one round trip on the happy path).
+//!
+//! Keys (see `docs/redis-schema.md`):
+//! - `ll:conv:{merchant}:{order}:{sub}:{status}:{refund_id}` hash `{fp, res}`:
+//!   the durable idempotency record (no TTL): same key + same fingerprint is a
+//!   duplicate (original result returned), same key + other fingerprint a conflict.
+//! - `ll:order:{merchant}:{order}:{sub}` hash: `state` (`paid`, `refunded`,
+//!   `cancelled`), `paid`, `refunded` (minor units), `currency`, and the
+//!   attribution (`token`, `note`, `creator`, `platform`, `item`), so refunds
+//!   work after the click record has expired.
+//! - `ll:agg:{dim}:{id}:{day}` fields `conversions`, `refunds`, `paid:{CUR}`,
+//!   `refunded:{CUR}` for the note, creator, item and platform of the click, on
+//!   the conversion's day.
+//! - `ll:conversions` stream: one entry per accepted conversion.
+
+use redis::Value;
+use redis::aio::ConnectionLike;
+
+use crate::conversion::Conversion;
+use crate::conversion::auth::Merchant;
+use crate::store::keys;
+
+/// Stream of accepted conversions, for downstream consumers.
+pub const CONVERSION_STREAM: &str = "ll:conversions";
+
+/// What the script decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Attributed and counted; the result JSON.
+    Attributed(String),
+    /// Same report seen before; the original result JSON.
+    Duplicate(String),
+    /// Same idempotency key, different content.
+    Conflict,
+    /// No click record for the token (unknown, or expired past window + grace).
+    UnknownClick,
+    /// The click's platform (named) is not one this merchant may report on.
+    PlatformNotAllowed(String),
+    /// `item_id` was sent and differs from the click's item.
+    ItemMismatch,
+    /// The order event is before the click or after the attribution window.
+    OutsideWindow,
+    /// The order's state (named) does not allow this status.
+    InvalidTransition(String),
+    /// Refunds would exceed the paid amount.
+    RefundExceedsPaid,
+    /// A refund in another currency than the payment.
+    CurrencyMismatch,
+}
+
+const SCRIPT: &str = r#"
+local ck, ik, ok = ARGV[1], ARGV[2], ARGV[3]
+local fp, status, amount, cur = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local occurred, window = tonumber(ARGV[8]), tonumber(ARGV[9])
+local allowed, want_item, day = ARGV[10], ARGV[11], ARGV[12]
+local prev = redis.call('HMGET', ik, 'fp', 'res')
+if prev[1] then
+  if prev[1] == fp then return {'dup', prev[2]} end
+  return {'conflict'}
+end
+local o = redis.call('HMGET', ok, 'state', 'paid', 'refunded', 'currency', 'token', 'note', 'creator', 'platform', 'item')
+local state = o[1]
+local note, creator, platform, item
+if state then
+  note, creator, platform, item = o[6], o[7], o[8], o[9]
+else
+  local rec = redis.call('GET', ck)
+  if not rec then return {'unknown_click'} end
+  local f = {}
+  for v in string.gmatch(rec .. '|', '([^|]*)|') do f[#f + 1] = v end
+  local ts = tonumber(f[2])
+  note, creator, platform, item = f[3], f[4], f[5], f[6]
+  if not string.find(allowed, ',' .. platform .. ',', 1, true) then return {'platform_not_allowed', platform} end
+  if occurred < ts or occurred > ts + window then return {'outside_window'} end
+end
+if want_item ~= '' and want_item ~= item then return {'item_mismatch'} end
+local paid, refunded = tonumber(o[2] or '0'), tonumber(o[3] or '0')
+local d_conv, d_ref, d_paid, d_refunded = 0, 0, 0, 0
+if status == 'paid' then
+  if state then return {'invalid_transition', state} end
+  state, paid, d_conv, d_paid = 'paid', amount, 1, amount
+elseif status == 'refunded' then
+  if state ~= 'paid' then return {'invalid_transition', state or 'none'} end
+  if o[4] ~= cur then return {'currency_mismatch'} end
+  if refunded + amount > paid then return {'refund_exceeds_paid'} end
+  refunded = refunded + amount
+  d_ref, d_refunded = 1, amount
+  if refunded == paid then state = 'refunded' end
+else
+  if state == 'paid' then
+    d_refunded = paid - refunded
+    if d_refunded > 0 then d_ref = 1 end
+    refunded = paid
+    cur = o[4]
+  elseif state then
+    return {'invalid_transition', state}
+  end
+  state = 'cancelled'
+end
+redis.call('HSET', ok, 'state', state, 'paid', paid, 'refunded', refunded, 'currency', cur,
+  'token', ARGV[18], 'note', note, 'creator', creator, 'platform', platform, 'item', item)
+for _, k in ipairs({'note:' .. note, 'creator:' .. creator, 'item:' .. platform .. ':' .. item, 'platform:' .. platform}) do
+  local key = 'll:agg:' .. k .. ':' .. day
+  if d_conv > 0 then redis.call('HINCRBY', key, 'conversions', d_conv) end
+  if d_ref > 0 then redis.call('HINCRBY', key, 'refunds', d_ref) end
+  if d_paid > 0 then redis.call('HINCRBY', key, 'paid:' .. cur, d_paid) end
+  if d_refunded > 0 then redis.call('HINCRBY', key, 'refunded:' .. cur, d_refunded) end
+end
+local res = cjson.encode({
+  click_token = ARGV[18], merchant_id = ARGV[15], order_id = ARGV[16], sub_order_id = ARGV[17],
+  status = status, amount = amount, currency = cur, note_id = note, creator_id = creator,
+  platform = platform, item_id = item, order_state = state, paid_total = paid, refunded_total = refunded,
+  gmv_delta = d_paid - d_refunded
+})
+redis.call('HSET', ik, 'fp', fp, 'res', res)
+redis.call('XADD', ARGV[13], 'MAXLEN', '~', ARGV[14], '*', 'merchant', ARGV[15], 'order', ARGV[16],
+  'sub', ARGV[17], 'status', status, 'raw_status', ARGV[19], 'refund_id', ARGV[20], 'occurred_at', ARGV[8], 'res', res)
+return {'ok', res}
+"#;
+
+/// The conversion script, prepared once.
+pub fn script() -> redis::Script {
+    redis::Script::new(SCRIPT)
+}
+
+/// Records one conversion atomically. `day` is the conversion's day in the
+/// configured zone; `maxlen` caps the conversion stream (approximate).
+///
+/// Errors: Redis errors (the script either ran entirely or not at all).
+pub async fn record(
+    conn: &mut impl ConnectionLike,
+    script: &redis::Script,
+    c: &Conversion,
+    merchant: &Merchant,
+    day: &str,
+    maxlen: u64,
+) -> redis::RedisResult<Outcome> {
+    let allowed: String = merchant.platforms.iter().fold(String::from(","), |mut s, p| {
+        s.push_str(p.as_str());
+        s.push(',');
+        s
+    });
+    let idem =
+        format!("ll:conv:{}:{}:{}:{}:{}", merchant.id, c.order_id, c.sub_order_id, c.status.as_str(), c.refund_id);
+    let order = format!("ll:order:{}:{}:{}", merchant.id, c.order_id, c.sub_order_id);
+    let mut inv = script.prepare_invoke();
+    inv.arg(keys::click(&c.click_token))
+        .arg(idem)
+        .arg(order)
+        .arg(c.fingerprint())
+        .arg(c.status.as_str())
+        .arg(c.amount)
+        .arg(&c.currency)
+        .arg(c.occurred_at_ms)
+        .arg(merchant.window_ms)
+        .arg(allowed)
+        .arg(c.item_id.map(|i| i.to_string()).unwrap_or_default())
+        .arg(day)
+        .arg(CONVERSION_STREAM)
+        .arg(maxlen)
+        .arg(&merchant.id)
+        .arg(&c.order_id)
+        .arg(&c.sub_order_id)
+        .arg(&c.click_token)
+        .arg(&c.raw_status)
+        .arg(&c.refund_id);
+    let reply: Vec<Value> = inv.invoke_async(conn).await?;
+    let text = |i: usize| match reply.get(i) {
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Value::SimpleString(s)) => s.clone(),
+        _ => String::new(),
+    };
+    Ok(match text(0).as_str() {
+        "ok" => Outcome::Attributed(text(1)),
+        "dup" => Outcome::Duplicate(text(1)),
+        "conflict" => Outcome::Conflict,
+        "unknown_click" => Outcome::UnknownClick,
+        "platform_not_allowed" => Outcome::PlatformNotAllowed(text(1)),
+        "item_mismatch" => Outcome::ItemMismatch,
+        "outside_window" => Outcome::OutsideWindow,
+        "invalid_transition" => Outcome::InvalidTransition(text(1)),
+        "refund_exceeds_paid" => Outcome::RefundExceedsPaid,
+        "currency_mismatch" => Outcome::CurrencyMismatch,
+        other => {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "unexpected conversion script reply",
+                other.to_owned(),
+            )));
+        }
+    })
+}

@@ -1,0 +1,394 @@
+//! Conversion callbacks against a real gateway and redis-server: every status
+//! code path, idempotency under concurrency, refund arithmetic, the attribution
+//! window, signatures, the batch and postback forms.
+
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+use crate::support::{MERCHANT_SECRET_1, MERCHANT_SECRET_2, TestApp, spawn_app, spawn_app_with};
+
+const NOTE: &str = "65682d4500000000380339a5";
+const TAOBAO: &str = "https://item.taobao.com/item.htm?id=567873872517";
+const JD: &str = "https://item.jd.com/100012043978.html";
+
+fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).unwrap().with_timezone(&chrono_tz::Asia::Shanghai).to_rfc3339()
+}
+
+fn body(token: &str, order: &str, status: &str, amount: i64, at_ms: u64) -> Value {
+    json!({"click_token": token, "order_id": order, "status": status, "amount": amount, "occurred_at": rfc3339(at_ms)})
+}
+
+async fn clicked(app: &TestApp, url: &str) -> (String, u64) {
+    let minted = app.mint(NOTE, "creator_01", url).await;
+    app.click(minted["link"].as_str().unwrap()).await
+}
+
+async fn post(app: &TestApp, b: &Value) -> (u16, Value) {
+    let (s, v, _) = app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &b.to_string()).await;
+    (s, v)
+}
+
+async fn agg(app: &TestApp, key: String, field: &str) -> i64 {
+    let mut r = app.redis().await;
+    let v: Option<i64> = r.hget(key, field).await.unwrap();
+    v.unwrap_or(0)
+}
+
+fn day(ms: u64) -> String {
+    linkloop::store::aggregator::day_of(ms, chrono_tz::Asia::Shanghai)
+}
+
+#[tokio::test]
+async fn every_status_code_path() {
+    let app = spawn_app_with(|c| c.merchant_rate_limit_per_second = 50).await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let (jd_token, _) = clicked(&app, JD).await;
+    let paid = body(&token, "O-1", "paid", 12900, ts + 1000);
+
+    // 201 attributed, joined to the click's note, creator, item and platform.
+    let (s, v) = post(&app, &paid).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["duplicate"], false);
+    assert_eq!(v["note_id"], NOTE);
+    assert_eq!(v["creator_id"], "creator_01");
+    assert_eq!(v["platform"], "taobao");
+    assert_eq!(v["item_id"], "567873872517");
+    assert_eq!(v["gmv_delta"], 12900);
+    // 200 duplicate with the original result; the same body re-signed later too.
+    let (s, v2, _) =
+        app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_2, 2, 5, &paid.to_string()).await;
+    assert_eq!(s, 200);
+    assert_eq!(v2["duplicate"], true);
+    assert_eq!(v2["gmv_delta"], 12900);
+    // 409 conflict: same key, other content.
+    let (s, v) = post(&app, &body(&token, "O-1", "paid", 13000, ts + 1000)).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")));
+    // 400 naming the field.
+    let (s, v) = post(&app, &body(&token, "O-2", "paid", -5, ts + 1000)).await;
+    assert_eq!((s, v["code"].as_str(), v["field"].as_str()), (400, Some("invalid_field"), Some("amount")));
+    let mut bad = body(&token, "O-2", "paid", 5, ts + 1000);
+    bad["currency"] = json!("XXQ");
+    let (s, v) = post(&app, &bad).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("currency")));
+    let (s, v, _) = app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 1, 0, "{nope").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("malformed_json")));
+    // 401: bad signature, stale timestamp, unknown merchant, missing headers.
+    let (s, v, _) = app
+        .post_conversion(
+            "/v1/conversions",
+            "tmall-shop",
+            "wrong-secret-0123456789abcdef-0123456789",
+            1,
+            0,
+            &paid.to_string(),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("bad_signature")));
+    let (s, v, _) =
+        app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 1, -400, &paid.to_string()).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("stale_timestamp")));
+    let (s, v, _) = app.post_conversion("/v1/conversions", "nobody", MERCHANT_SECRET_1, 1, 0, &paid.to_string()).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("unknown_merchant")));
+    let res = app
+        .client
+        .post(format!("{}/v1/conversions", app.base))
+        .header("content-type", "application/json")
+        .body(paid.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "missing_signature");
+    // 403: this merchant may not report on JD clicks.
+    let (s, v) = post(&app, &body(&jd_token, "O-3", "paid", 100, ts + 1000)).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("platform_not_allowed")));
+    // 422: unknown click token; item mismatch.
+    let (s, v) = post(&app, &body("01a22b0b-3df4-779a-a659-5b093b29117d", "O-4", "paid", 100, ts)).await;
+    assert_eq!((s, v["code"].as_str()), (422, Some("click_not_found")));
+    let mut wrong_item = body(&token, "O-5", "paid", 100, ts + 1000);
+    wrong_item["item_id"] = json!("1");
+    let (s, v) = post(&app, &wrong_item).await;
+    assert_eq!((s, v["code"].as_str()), (422, Some("item_mismatch")));
+    // 413, 415.
+    let huge = json!({"click_token": token, "order_id": "x".repeat(70_000)}).to_string();
+    let (s, v, _) = app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &huge).await;
+    assert_eq!((s, v["code"].as_str()), (413, Some("body_too_large")));
+    let res = app
+        .client
+        .post(format!("{}/v1/conversions", app.base))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "unsupported_media_type");
+    assert_eq!(app.metric("linkloop_conversions_unattributed_total").await, 1.0);
+
+    // Nothing above changed the counters beyond the one attributed order.
+    let d = day(ts + 1000);
+    assert_eq!(agg(&app, format!("ll:agg:note:{NOTE}:{d}"), "conversions").await, 1);
+    assert_eq!(agg(&app, format!("ll:agg:note:{NOTE}:{d}"), "paid:CNY").await, 12900);
+    let mut r = app.redis().await;
+    let stream_len: u64 = r.xlen("ll:conversions").await.unwrap();
+    assert_eq!(stream_len, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limited_and_store_unavailable() {
+    let mut app = spawn_app_with(|c| c.merchant_rate_limit_per_second = 1).await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let (s, _, h) = app
+            .post_conversion(
+                "/v1/conversions",
+                "tmall-shop",
+                MERCHANT_SECRET_1,
+                1,
+                0,
+                &body(&token, &format!("R{i}"), "paid", 100, ts).to_string(),
+            )
+            .await;
+        if s == 429 {
+            assert!(h.get("retry-after").is_some());
+        }
+        statuses.push(s);
+    }
+    assert_eq!(statuses, vec![201, 201, 429, 429], "burst of 2 at 1/s");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.redis.server.kill().await;
+    let (s, v, h) = app
+        .post_conversion(
+            "/v1/conversions",
+            "tmall-shop",
+            MERCHANT_SECRET_1,
+            1,
+            0,
+            &body(&token, "R9", "paid", 100, ts).to_string(),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (503, Some("store_unavailable")));
+    assert_eq!(h["retry-after"], "1");
+    // Retried after Redis returns: counted once.
+    app.redis.server.restart().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let b = body(&token, "R9", "paid", 100, ts).to_string();
+    let mut last = 0;
+    for _ in 0..20 {
+        let (s, _, _) = app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &b).await;
+        last = s;
+        if s == 201 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert_eq!(last, 201);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn hundred_concurrent_deliveries_count_once_and_hundred_orders_all_count() {
+    let app = spawn_app_with(|c| c.merchant_rate_limit_per_second = 10_000).await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let same = body(&token, "SAME", "paid", 5000, ts + 10).to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let b = same.clone();
+        let app = &app;
+        tasks.push(
+            async move { app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &b).await.0 },
+        );
+    }
+    let statuses = join_all(tasks).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 99);
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let b = body(&token, &format!("ORDER-{i}"), "paid", 100 + i, ts + 10).to_string();
+        let app = &app;
+        tasks.push(
+            async move { app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &b).await.0 },
+        );
+    }
+    let statuses = join_all(tasks).await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let key = format!("ll:agg:creator:creator_01:{}", day(ts + 10));
+    assert_eq!(agg(&app, key.clone(), "conversions").await, 101);
+    let expected: i64 = 5000 + (0..100).map(|i| 100 + i).sum::<i64>();
+    assert_eq!(agg(&app, key, "paid:CNY").await, expected);
+    app.stop().await;
+}
+
+/// Runs the futures concurrently on this task and returns their outputs in order.
+async fn join_all<F: std::future::Future<Output = u16>>(futs: Vec<F>) -> Vec<u16> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<u16>> = vec![None; pinned.len()];
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    results.into_iter().map(|r| r.unwrap_or(0)).collect()
+}
+
+#[tokio::test]
+async fn refund_arithmetic_and_transitions() {
+    let app = spawn_app().await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let at = ts + 60_000;
+    let key = format!("ll:agg:item:taobao:567873872517:{}", day(at));
+    assert_eq!(post(&app, &body(&token, "P1", "paid", 10000, at)).await.0, 201);
+    let mut r1 = body(&token, "P1", "refunded", 3000, at);
+    r1["refund_id"] = json!("r1");
+    let (s, v) = post(&app, &r1).await;
+    assert_eq!((s, v["order_state"].as_str(), v["refunded_total"].as_i64()), (201, Some("paid"), Some(3000)));
+    assert_eq!(agg(&app, key.clone(), "paid:CNY").await - agg(&app, key.clone(), "refunded:CNY").await, 7000);
+    let mut too_much = body(&token, "P1", "refunded", 7001, at);
+    too_much["refund_id"] = json!("r2");
+    assert_eq!(post(&app, &too_much).await.1["code"], "refund_exceeds_paid");
+    let mut r2 = body(&token, "P1", "refunded", 7000, at);
+    r2["refund_id"] = json!("r2");
+    let (s, v) = post(&app, &r2).await;
+    assert_eq!((s, v["order_state"].as_str(), v["gmv_delta"].as_i64()), (201, Some("refunded"), Some(-7000)));
+    assert_eq!(agg(&app, key.clone(), "paid:CNY").await - agg(&app, key.clone(), "refunded:CNY").await, 0);
+    assert_eq!(agg(&app, key.clone(), "refunds").await, 2);
+    assert_eq!(agg(&app, key.clone(), "conversions").await, 1);
+    // Out of refunded: refused.
+    let mut r3 = body(&token, "P1", "refunded", 1, at);
+    r3["refund_id"] = json!("r3");
+    let (s, v) = post(&app, &r3).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("invalid_transition")));
+    assert_eq!(post(&app, &body(&token, "P1", "cancelled", 0, at)).await.1["code"], "invalid_transition");
+    // Refund of an unknown order: refused.
+    assert_eq!(post(&app, &body(&token, "P2", "refunded", 1, at)).await.1["code"], "invalid_transition");
+    // Cancel after payment reverses what is left.
+    assert_eq!(post(&app, &body(&token, "P3", "paid", 500, at)).await.0, 201);
+    let (s, v) = post(&app, &body(&token, "P3", "cancelled", 0, at)).await;
+    assert_eq!((s, v["gmv_delta"].as_i64(), v["order_state"].as_str()), (201, Some(-500), Some("cancelled")));
+    // The original payment re-delivered after the cancel is a duplicate, not a new payment.
+    let (s, v) = post(&app, &body(&token, "P3", "paid", 500, at)).await;
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn attribution_window_edges() {
+    let app = spawn_app().await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let week = 7 * 86_400_000;
+    let (s, _) = post(&app, &body(&token, "W-in", "paid", 100, ts + week - 1000)).await;
+    assert_eq!(s, 201);
+    let (s, v) = post(&app, &body(&token, "W-out", "paid", 100, ts + week + 1000)).await;
+    assert_eq!((s, v["code"].as_str()), (422, Some("outside_attribution_window")));
+    let (s, v) = post(&app, &body(&token, "W-before", "paid", 100, ts - 1000)).await;
+    assert_eq!((s, v["code"].as_str()), (422, Some("outside_attribution_window")));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn signature_edges_and_reserialised_body() {
+    let app = spawn_app().await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let b = body(&token, "S1", "paid", 100, ts);
+    // Signed over the compact form, sent pretty-printed: fails.
+    let compact = b.to_string();
+    let t = linkloop::click::now_ms() / 1000;
+    let sig = linkloop::conversion::auth::sign_body(MERCHANT_SECRET_1.as_bytes(), 1, t, compact.as_bytes());
+    let res = app
+        .client
+        .post(format!("{}/v1/conversions", app.base))
+        .header("content-type", "application/json")
+        .header("linkloop-merchant", "tmall-shop")
+        .header("linkloop-signature", sig)
+        .body(serde_json::to_string_pretty(&b).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "bad_signature");
+    // Skew at the edge of the 300 s tolerance.
+    let (s, _, _) = app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 1, -295, &compact).await;
+    assert_eq!(s, 201);
+    let (s, v, _) = app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 1, 305, &compact).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("stale_timestamp")));
+    // Rotation: kid 2 valid; kid 2 with kid 1's secret invalid.
+    let (s, _, _) = app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_2, 2, 0, &compact).await;
+    assert_eq!(s, 200);
+    let (s, _, _) = app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 2, 0, &compact).await;
+    assert_eq!(s, 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn batch_and_postback_forms() {
+    let app = spawn_app().await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let batch = json!({"conversions": [
+        body(&token, "B1", "paid", 100, ts),
+        body(&token, "B1", "paid", 100, ts),
+        body(&token, "B2", "paid", -1, ts),
+        {"click_token": token},
+        body("01a22b0b-3df4-779a-a659-5b093b29117d", "B3", "paid", 100, ts),
+    ]});
+    let (s, v, _) =
+        app.post_conversion("/v1/conversions/batch", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &batch.to_string()).await;
+    assert_eq!(s, 200, "{v}");
+    let codes: Vec<(u64, &str)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["status_code"].as_u64().unwrap(), r["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (201, "attributed"),
+            (200, "duplicate"),
+            (400, "invalid_field"),
+            (400, "invalid_body"),
+            (422, "click_not_found")
+        ]
+    );
+    let too_many = json!({"conversions": vec![body(&token, "X", "paid", 1, ts); 501]});
+    let (s, v, _) = app
+        .post_conversion("/v1/conversions/batch", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &too_many.to_string())
+        .await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("conversions")));
+
+    // Postback: the same fields as query parameters, signed over the canonical query.
+    let t = (linkloop::click::now_ms() / 1000).to_string();
+    let mut params: Vec<(String, String)> = [
+        ("merchant", "tmall-shop"),
+        ("click_token", token.as_str()),
+        ("order_id", "PB1"),
+        ("status", "paid"),
+        ("amount", "4200"),
+        ("occurred_at", &rfc3339(ts)),
+        ("t", &t),
+        ("k", "1"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let sig = linkloop::conversion::auth::sign_postback(MERCHANT_SECRET_1.as_bytes(), &params);
+    params.push(("sig".into(), sig));
+    let url = reqwest::Url::parse_with_params(&format!("{}/v1/postback", app.base), &params).unwrap();
+    let res = app.client.get(url.clone()).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.json::<Value>().await.unwrap()["amount"], 4200);
+    let tampered = url.as_str().replace("amount=4200", "amount=4300");
+    let res = app.client.get(tampered).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    app.stop().await;
+}
