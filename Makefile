@@ -6,11 +6,12 @@ DEMO_URL := https://item.taobao.com/item.htm?spm=a230r.1.14.20.4a8966187RqiPv&id
 
 .PHONY: run test deps build bench fmt lint
 
-## Install what the gateway and tests need (redis-server) when it is missing.
+## Install what the gateway and tests need (redis-server; curl for the CLI test) when missing.
 deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (apt-get)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@missing=""; for p in redis-server:redis-server curl:curl; do \
+	  command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p##*:}"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing (apt-get)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	@command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install Rust from https://rustup.rs"; exit 1; }
 
 build: deps

@@ -92,3 +92,45 @@ async fn mint_cli_link_is_served_and_verify_jump_checks_it() {
     assert_eq!(code, 64, "{err}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn sign_callback_prints_a_curl_that_the_gateway_accepts() {
+    let app = spawn_app().await;
+    let (token, ts) = {
+        let minted =
+            app.mint("65a025ea000000001d03799b", "c9", "https://item.taobao.com/item.htm?id=567873872517").await;
+        app.click(minted["link"].as_str().unwrap()).await
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let body_path = dir.path().join("body.json");
+    let at = chrono::DateTime::from_timestamp_millis(ts as i64).unwrap().to_rfc3339();
+    let body = format!(
+        "{{\"click_token\":\"{token}\",\"order_id\":\"CLI-1\",\"status\":\"paid\",\"amount\":990,\"occurred_at\":\"{at}\"}}"
+    );
+    std::fs::write(&body_path, &body).unwrap();
+    let url = format!("{}/v1/conversions", app.base);
+    let (code, out, err) = linkloop(&[
+        "sign-callback",
+        "--merchant",
+        "tmall-shop",
+        "--secret",
+        crate::support::MERCHANT_SECRET_1,
+        "--body",
+        body_path.to_str().unwrap(),
+        "--url",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // Run the printed command with a real shell and curl.
+    let script: String = out.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    let curl = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{script} -w '\\n%{{http_code}}'"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&curl.stdout);
+    assert!(stdout.trim_end().ends_with("201"), "{stdout} {}", String::from_utf8_lossy(&curl.stderr));
+    assert!(stdout.contains("\"order_id\":\"CLI-1\""), "{stdout}");
+    app.stop().await;
+}

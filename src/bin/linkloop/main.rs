@@ -52,6 +52,24 @@ enum Command {
         /// The jump URL (the `Location` of a redirect).
         url: String,
     },
+    /// Sign a conversion callback body and print a ready curl command (for merchant developers).
+    SignCallback {
+        /// Merchant id (`Linkloop-Merchant`).
+        #[arg(long)]
+        merchant: String,
+        /// Merchant secret for `--kid` [env: LINKLOOP_MERCHANT_SECRET].
+        #[arg(long, env = "LINKLOOP_MERCHANT_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Key id of the secret.
+        #[arg(long, default_value_t = 1)]
+        kid: u8,
+        /// File holding the exact JSON body to send (signed byte for byte).
+        #[arg(long, value_name = "FILE")]
+        body: PathBuf,
+        /// Endpoint [default: {public_url}/v1/conversions; use …/v1/conversions/batch for a batch].
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +88,10 @@ fn main() -> ExitCode {
             mint(&config, &note, &creator, &url, campaign.as_deref(), json)
         }
         Command::VerifyJump { url } => verify_jump(&config, &url),
+        Command::SignCallback { merchant, secret, kid, body, url } => {
+            let url = url.unwrap_or_else(|| format!("{}/v1/conversions", config.public_url()));
+            sign_callback(&merchant, &secret, kid, &body, &url, config.callback_tolerance_seconds)
+        }
     }
 }
 
@@ -163,6 +185,37 @@ fn verify_jump(config: &Config, url: &str) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn sign_callback(
+    merchant: &str,
+    secret: &str,
+    kid: u8,
+    body: &std::path::Path,
+    url: &str,
+    tolerance_s: u64,
+) -> ExitCode {
+    let bytes = match std::fs::read(body) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("linkloop: reading {}: {e}", body.display());
+            return ExitCode::from(66);
+        }
+    };
+    let t = linkloop::click::now_ms() / 1000;
+    let sig = linkloop::conversion::auth::sign_body(secret.as_bytes(), kid, t, &bytes);
+    println!("# valid for {tolerance_s} s around t={t}; sends the file byte for byte");
+    println!("curl -sS -X POST {} \\", shell_quote(url));
+    println!("  -H 'Content-Type: application/json' \\");
+    println!("  -H {} \\", shell_quote(&format!("Linkloop-Merchant: {merchant}")));
+    println!("  -H {} \\", shell_quote(&format!("Linkloop-Signature: {sig}")));
+    println!("  --data-binary @{}", shell_quote(&body.display().to_string()));
+    ExitCode::SUCCESS
+}
+
+/// Single-quotes `s` for POSIX shells.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 #[cfg(test)]
