@@ -15,6 +15,7 @@
 //! | [`jump`] | The jump-URL signature v1 (`docs/jump-url.md`). No I/O. |
 //! | [`conversion`] | Conversion callbacks: body validation, fingerprints, merchant signatures. No I/O. |
 //! | [`click`] | Click tokens, user-agent classes, the click record and how it is made durable. |
+//! | [`stats`] | The funnel report: date ranges, per-day rows, CSV and table rendering. No I/O. |
 //! | [`store`] | All Redis code: key schema, the click writer, the aggregator, the supervised `redis-server`. |
 //! | [`http`] | Routes and middleware: turns requests into calls, results into responses. |
 //! | [`config`] | Configuration: TOML file, environment overrides, dev keys. |
@@ -34,5 +35,6 @@ pub mod metrics;
 pub mod note;
 pub mod platform;
 pub mod signing;
+pub mod stats;
 pub mod store;
 pub mod telemetry;

@@ -6,6 +6,7 @@
 //! | `GET`/`HEAD /j/{link}` | [`follow::follow_link`] |
 //! | `POST /v1/links` | [`links::create_link`] |
 //! | `POST /v1/conversions`, `/v1/conversions/batch`, `GET /v1/postback` | [`conversions`] |
+//! | `GET /v1/stats/{dim}/{id}` | [`stats::get_stats`] |
 //! | `GET /healthz`, `/readyz`, `/metrics` | [`health`] |
 
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ pub mod error;
 pub mod follow;
 pub mod health;
 pub mod links;
+pub mod stats;
 
 use error::ApiError;
 
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/j/{link}", get(follow::follow_link))
         .route("/v1/links", post(links::create_link))
+        .route("/v1/stats/{dim}/{id}", get(stats::get_stats))
         .route("/v1/conversions", post(conversions::create_conversion))
         .route(
             "/v1/conversions/batch",
@@ -94,6 +97,7 @@ fn route_label(path: Option<&MatchedPath>) -> &'static str {
     match path.map(MatchedPath::as_str) {
         Some("/j/{link}") => "/j/{link}",
         Some("/v1/links") => "/v1/links",
+        Some("/v1/stats/{dim}/{id}") => "/v1/stats/{dim}/{id}",
         Some("/v1/conversions") => "/v1/conversions",
         Some("/v1/conversions/batch") => "/v1/conversions/batch",
         Some("/v1/postback") => "/v1/postback",

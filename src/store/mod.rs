@@ -19,6 +19,7 @@ use crate::click::{Click, ClickRecord, UnrecordedReason};
 pub mod aggregator;
 pub mod conversions;
 pub mod keys;
+pub mod stats;
 pub mod supervisor;
 
 /// Settings for [`Store::connect`].

@@ -7,5 +7,6 @@ mod conversions;
 mod follow;
 mod links;
 mod real_links;
+mod stats;
 mod support;
 mod vectors;

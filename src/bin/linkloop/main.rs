@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use linkloop::config::Config;
 
+mod report;
+
 #[derive(Debug, Parser)]
 #[command(name = "linkloop", version, about = "Tracked-link gateway for notes → Taobao/Tmall/JD")]
 struct Cli {
@@ -52,6 +54,20 @@ enum Command {
         /// The jump URL (the `Location` of a redirect).
         url: String,
     },
+    /// Per-day clicks, unique visitors, conversions and GMV of one note, creator, item or platform.
+    Report {
+        #[command(flatten)]
+        target: ReportTarget,
+        /// First day, YYYY-MM-DD in the configured time zone [default: --to].
+        #[arg(long, value_name = "DAY")]
+        from: Option<String>,
+        /// Last day (included), YYYY-MM-DD [default: today].
+        #[arg(long, value_name = "DAY")]
+        to: Option<String>,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+        format: String,
+    },
     /// Sign a conversion callback body and print a ready curl command (for merchant developers).
     SignCallback {
         /// Merchant id (`Linkloop-Merchant`).
@@ -72,6 +88,33 @@ enum Command {
     },
 }
 
+/// What `linkloop report` reports on: exactly one of these.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct ReportTarget {
+    /// RED note id (24 hex characters).
+    #[arg(long, value_name = "NOTE_ID")]
+    note: Option<String>,
+    /// Creator id.
+    #[arg(long, value_name = "CREATOR_ID")]
+    creator: Option<String>,
+    /// Marketplace item, e.g. jd:100012043978.
+    #[arg(long, value_name = "PLATFORM:ITEM_ID")]
+    item: Option<String>,
+    /// Marketplace: taobao, tmall or jd.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+}
+
+impl ReportTarget {
+    /// `(dimension, id)`.
+    fn dimension(&self) -> (&'static str, &str) {
+        let pick =
+            [("note", &self.note), ("creator", &self.creator), ("item", &self.item), ("platform", &self.platform)];
+        pick.into_iter().find_map(|(d, v)| v.as_deref().map(|v| (d, v))).unwrap_or(("note", ""))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
@@ -88,6 +131,10 @@ fn main() -> ExitCode {
             mint(&config, &note, &creator, &url, campaign.as_deref(), json)
         }
         Command::VerifyJump { url } => verify_jump(&config, &url),
+        Command::Report { target, from, to, format } => {
+            let (dim, id) = target.dimension();
+            report::run(&config, dim, id, from.as_deref(), to.as_deref(), &format)
+        }
         Command::SignCallback { merchant, secret, kid, body, url } => {
             let url = url.unwrap_or_else(|| format!("{}/v1/conversions", config.public_url()));
             sign_callback(&merchant, &secret, kid, &body, &url, config.callback_tolerance_seconds)
