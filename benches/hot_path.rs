@@ -1,5 +1,5 @@
 //! Hot-path micro-benchmarks (criterion): each step of `GET /j/{link}` on its
-//! own, then the whole handler in-process through the router (`tower::oneshot`,
+//! own, the conversion callback's signature check and body parse, then the whole handler in-process through the router (`tower::oneshot`,
 //! no HTTP socket) against a real `redis-server` on a unix socket.
 //!
 //! Run: `make bench` (or `cargo bench --bench hot_path`). Figures: docs/performance.md.
@@ -68,6 +68,44 @@ fn steps(c: &mut Criterion) {
     g.finish();
 }
 
+fn callback(c: &mut Criterion) {
+    use linkloop::conversion::ConversionInput;
+    use linkloop::conversion::auth::{MerchantConfig, Merchants, sign_body};
+    let merchants = Merchants::new(
+        &[MerchantConfig {
+            id: "tmall-shop".into(),
+            platforms: vec![Platform::Taobao, Platform::Tmall],
+            attribution_window_days: None,
+            secrets: vec![KeyConfig { kid: 1, secret: SecretString::from(SECRET.to_owned()) }],
+        }],
+        7,
+        300,
+    )
+    .unwrap();
+    let body = br#"{"click_token":"01a22b0b-3df4-779a-a659-5b093b29117d","order_id":"O-1","status":"paid","amount":12900,"currency":"CNY","occurred_at":"2026-11-30T12:00:00+08:00"}"#;
+    let now = linkloop::click::now_ms() / 1000;
+    let sig = sign_body(SECRET.as_bytes(), 1, now, body);
+    let mut g = c.benchmark_group("callback");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("verify_signature", |b| {
+        b.iter(|| merchants.authenticate(Some("tmall-shop"), Some(&sig), black_box(body), now).unwrap())
+    });
+    g.bench_function("parse_validate_fingerprint", |b| {
+        b.iter(|| {
+            let input: ConversionInput = serde_json::from_slice(black_box(body)).unwrap();
+            input.validate().unwrap().fingerprint()
+        })
+    });
+    g.bench_function("verify_parse_validate", |b| {
+        b.iter(|| {
+            merchants.authenticate(Some("tmall-shop"), Some(&sig), black_box(body), now).unwrap();
+            let input: ConversionInput = serde_json::from_slice(body).unwrap();
+            input.validate().unwrap()
+        })
+    });
+    g.finish();
+}
+
 fn handler(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -119,5 +157,5 @@ fn handler(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, steps, handler);
+criterion_group!(benches, steps, callback, handler);
 criterion_main!(benches);

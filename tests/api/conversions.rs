@@ -392,3 +392,89 @@ async fn batch_and_postback_forms() {
     assert_eq!(res.status(), 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn stats_after_scripted_mix_match_hand_totals_with_shanghai_day_boundary() {
+    use chrono::TimeZone as _;
+
+    use crate::support::ADMIN_TOKEN;
+    let app = spawn_app().await;
+    let note = "6976204a000000000b0100ff";
+    let a = app.mint(note, "creator_77", TAOBAO).await;
+    let b = app.mint(note, "creator_77", "https://detail.tmall.com/item.htm?id=540212526343").await;
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(app.click(a["link"].as_str().unwrap()).await);
+    }
+    for _ in 0..2 {
+        tokens.push(app.click(b["link"].as_str().unwrap()).await);
+    }
+    let click_ms = tokens[0].1;
+    // The next 00:00 Asia/Shanghai at least an hour after the clicks.
+    let tz = chrono_tz::Asia::Shanghai;
+    let later = chrono::DateTime::from_timestamp_millis(click_ms as i64 + 3_600_000).unwrap().with_timezone(&tz);
+    let midnight = tz
+        .from_local_datetime(&(later.date_naive() + chrono::Days::new(1)).and_hms_opt(0, 0, 0).unwrap())
+        .single()
+        .unwrap()
+        .timestamp_millis() as u64;
+    let send = |token: &str, order: &str, status: &str, amount: i64, at: u64, refund: Option<&str>| {
+        let mut v = body(token, order, status, amount, at);
+        if let Some(r) = refund {
+            v["refund_id"] = json!(r);
+        }
+        v
+    };
+    // Day D (just before midnight): two paid orders. Day D+1 (at midnight): one paid, one partial refund.
+    let script = [
+        send(&tokens[0].0, "M1", "paid", 10_000, midnight - 1000, None),
+        send(&tokens[3].0, "M2", "paid", 2_500, midnight - 1, None),
+        send(&tokens[1].0, "M3", "paid", 4_000, midnight, None),
+        send(&tokens[0].0, "M1", "refunded", 1_500, midnight + 1000, Some("r1")),
+    ];
+    for s in &script {
+        let (status, v) = post(&app, s).await;
+        assert_eq!(status, 201, "{v}");
+    }
+    // A duplicate and a refused conversion change nothing.
+    assert_eq!(post(&app, &script[0]).await.0, 200);
+    assert_eq!(post(&app, &send(&tokens[2].0, "M4", "paid", 1, midnight + 8 * 86_400_000, None)).await.0, 422);
+
+    let today = day(click_ms);
+    let d = day(midnight - 1);
+    let d1 = day(midnight);
+    assert_ne!(d, d1);
+    let res = app
+        .client
+        .get(format!("{}/v1/stats/note/{note}?from={today}&to={d1}", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    let row = |date: &str| v["days"].as_array().unwrap().iter().find(|r| r["date"] == date).cloned().unwrap();
+    assert_eq!(row(&today)["clicks"], 5);
+    assert_eq!(row(&today)["uv"], 1);
+    assert_eq!((row(&d)["conversions"].as_u64(), row(&d)["gmv_fen"].as_i64()), (Some(2), Some(12_500)));
+    assert_eq!(row(&d1)["conversions"], 1);
+    assert_eq!(row(&d1)["refunds"], 1);
+    assert_eq!(row(&d1)["gmv_fen"], 4_000 - 1_500);
+    assert_eq!(v["total"]["clicks"], 5);
+    assert_eq!(v["total"]["conversions"], 3);
+    assert_eq!(v["total"]["refunds"], 1);
+    assert_eq!(v["total"]["gmv_fen"], 10_000 + 2_500 + 4_000 - 1_500);
+    assert_eq!(v["total"]["cvr"], 0.6);
+    // By item: only the Taobao item's orders.
+    let res = app
+        .client
+        .get(format!("{}/v1/stats/item/taobao:567873872517?from={today}&to={d1}&format=csv", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let csv = res.text().await.unwrap();
+    let total = csv.lines().last().unwrap();
+    assert_eq!(total, "total,3,1,2,1,12500,0.666667", "{csv}");
+    app.stop().await;
+}
