@@ -17,7 +17,10 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::click::{Click, Durability, VisitorHasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::click::spool::Spool;
+use crate::click::{Click, ClickRecord, Durability, UnrecordedReason, VisitorHasher};
 use crate::config::Config;
 use crate::conversion::auth::Merchants;
 use crate::metrics::{Metrics, ReasonLabels};
@@ -53,6 +56,10 @@ pub struct App {
     pub conversion_script: redis::Script,
     /// Per-merchant rate limiter of the conversion API (governor, keyed by merchant id).
     pub merchant_limiter: governor::DefaultKeyedRateLimiter<String>,
+    /// The durable local click spool (used when Redis cannot take a click in time).
+    pub spool: Spool,
+    /// Whether Redis answered recently; while false, clicks go straight to the spool.
+    pub redis_up: Arc<AtomicBool>,
 }
 
 /// Handler state: the shared [`App`].
@@ -96,7 +103,15 @@ impl App {
             std::num::NonZeroU32::new(config.merchant_rate_limit_per_second).unwrap_or(std::num::NonZeroU32::MIN);
         let burst = per_s.saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN));
         let merchant_limiter = governor::RateLimiter::keyed(governor::Quota::per_second(per_s).allow_burst(burst));
+        let spool_dir = config.spool_dir();
+        let spool = Spool::open(&spool_dir, config.spool_max_bytes)
+            .with_context(|| format!("opening spool {}", spool_dir.display()))?;
+        if spool.pending() > 0 {
+            tracing::warn!(spool.records = spool.pending(), "spool holds clicks from an earlier run; replaying when redis is up");
+        }
         Ok(App {
+            spool,
+            redis_up: Arc::new(AtomicBool::new(true)),
             merchants,
             conversion_script: crate::store::conversions::script(),
             merchant_limiter,
@@ -112,17 +127,37 @@ impl App {
         })
     }
 
-    /// Makes a click durable: Redis within the bounded wait, else counted as
-    /// unrecorded (the seam for a local spool). Never fails the redirect.
+    /// Makes a click durable: Redis within the bounded wait, else the local spool
+    /// (fsynced). Never fails the redirect: if both fail, the click is counted as
+    /// dropped and logged loudly.
     pub async fn record_click(&self, click: &Click) -> Durability {
-        match self.store.write_click(click).await {
-            Ok(()) => {
-                self.metrics.clicks_recorded.inc();
-                Durability::Redis
+        let token = click.token.hyphenated().to_string();
+        let record = ClickRecord::from_click(click).to_packed();
+        let reason = if self.redis_up.load(Ordering::Relaxed) {
+            match self.store.write_click(&token, &record).await {
+                Ok(()) => {
+                    self.metrics.clicks_recorded.inc();
+                    return Durability::Redis;
+                }
+                Err(reason) => {
+                    // Until the replayer's next probe succeeds, skip Redis.
+                    self.redis_up.store(false, Ordering::Relaxed);
+                    reason
+                }
             }
-            Err(reason) => {
-                self.metrics.clicks_unrecorded.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
-                Durability::Unrecorded(reason)
+        } else {
+            UnrecordedReason::RedisDown
+        };
+        self.metrics.clicks_unrecorded.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
+        match self.spool.append(&token, &record).await {
+            Ok(()) => {
+                self.metrics.clicks_spooled.inc();
+                Durability::Spooled(reason)
+            }
+            Err(e) => {
+                self.metrics.clicks_dropped.get_or_create(&ReasonLabels { reason: e.as_str() }).inc();
+                tracing::error!(click.token = %token, reason = e.as_str(), "CLICK DROPPED: neither redis nor the spool could take it");
+                Durability::Dropped(e)
             }
         }
     }
@@ -190,7 +225,14 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Application { listener, state, mut redis } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let aggregator = state.config.aggregator_enabled.then(|| tokio::spawn(state.aggregator.clone().run(stop_rx)));
+        let aggregator =
+            state.config.aggregator_enabled.then(|| tokio::spawn(state.aggregator.clone().run(stop_rx.clone())));
+        let replayer = tokio::spawn(crate::store::replay::run(
+            state.store.clone(),
+            state.spool.clone(),
+            state.redis_up.clone(),
+            stop_rx,
+        ));
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
         let router = crate::http::router(state.clone());
         let (signalled_tx, mut signalled_rx) = watch::channel(false);
@@ -213,6 +255,12 @@ impl Application {
             }
         };
         let _ = stop_tx.send(true);
+        // Every spooled click is already fsynced; the replayer makes a last attempt
+        // to move them into Redis, else they wait on disk for the next start.
+        let _ = replayer.await;
+        if state.spool.pending() > 0 {
+            tracing::warn!(spool.records = state.spool.pending(), "spool not empty at exit; replayed on next start");
+        }
         if let Some(aggregator) = aggregator {
             let _ = aggregator.await;
             // Apply what is left so counters are current for the next start.

@@ -90,6 +90,10 @@ pub struct Config {
     pub merchant_rate_limit_per_second: u32,
     /// Approximate cap of the conversion stream, entries. Default 1,000,000.
     pub conversion_stream_maxlen: u64,
+    /// Directory of the durable click spool. Default `{data_dir}/spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// Size cap of the spool, bytes. Default 256 MiB (about 1.5 million clicks).
+    pub spool_max_bytes: u64,
 }
 
 /// `[keys]`: signing keys by key id. Secrets are at least 32 bytes.
@@ -156,6 +160,8 @@ impl Default for Config {
             callback_tolerance_seconds: 300,
             merchant_rate_limit_per_second: 2000,
             conversion_stream_maxlen: 1_000_000,
+            spool_dir: None,
+            spool_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -253,6 +259,11 @@ impl Config {
     /// The configured time zone. Errors: not an IANA zone name.
     pub fn tz(&self) -> anyhow::Result<chrono_tz::Tz> {
         self.timezone.parse().map_err(|_| anyhow::anyhow!("timezone: unknown IANA zone {:?}", self.timezone))
+    }
+
+    /// The spool directory.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(|| self.data_dir.join("spool"))
     }
 
     /// Base URL of minted links.

@@ -7,6 +7,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -45,8 +46,24 @@ pub struct Metrics {
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// `linkloop_clicks_recorded_total`: clicks acknowledged by Redis before their 302.
     pub clicks_recorded: Counter,
-    /// `linkloop_clicks_unrecorded_total{reason}`: clicks redirected without being made durable (target: 0).
+    /// `linkloop_clicks_unrecorded_total{reason}`: clicks Redis did not take in time
+    /// (`timeout`, `redis_error`, `redis_down`); each then went to the spool.
     pub clicks_unrecorded: Family<ReasonLabels, Counter>,
+    /// `linkloop_clicks_spooled_total`: clicks made durable in the local spool instead of Redis.
+    pub clicks_spooled: Counter,
+    /// `linkloop_clicks_dropped_total{reason}`: clicks redirected without being made durable
+    /// anywhere (`spool_full`, `spool_io`). Target: zero.
+    pub clicks_dropped: Family<ReasonLabels, Counter>,
+    /// `linkloop_spool_pending_records`: spooled clicks not yet replayed into Redis.
+    pub spool_pending: Gauge,
+    /// `linkloop_spool_bytes`: bytes in spool segments.
+    pub spool_bytes: Gauge,
+    /// `linkloop_spool_fsyncs_total`: spool `fdatasync` calls (each serves a group of clicks).
+    pub spool_fsyncs: Counter,
+    /// `linkloop_spool_replayed_total`: spooled clicks replayed into Redis.
+    pub spool_replayed: Counter,
+    /// `linkloop_spool_damaged_records_total{reason}`: torn or corrupt spool records skipped at replay.
+    pub spool_damaged: Family<ReasonLabels, Counter>,
     /// `linkloop_links_rejected_total{reason}`: tracked links that failed verification.
     pub links_rejected: Family<ReasonLabels, Counter>,
     /// `linkloop_links_minted_total`: tracked links minted over the API.
@@ -99,6 +116,20 @@ impl Metrics {
             "Clicks redirected without being made durable",
             clicks_unrecorded.clone(),
         );
+        let clicks_spooled = Counter::default();
+        registry.register("clicks_spooled", "Clicks made durable in the local spool", clicks_spooled.clone());
+        let clicks_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register("clicks_dropped", "Clicks redirected without being made durable", clicks_dropped.clone());
+        let spool_pending = Gauge::default();
+        registry.register("spool_pending_records", "Spooled clicks not yet replayed", spool_pending.clone());
+        let spool_bytes = Gauge::default();
+        registry.register("spool_bytes", "Bytes in spool segments", spool_bytes.clone());
+        let spool_fsyncs = Counter::default();
+        registry.register("spool_fsyncs", "Spool fdatasync calls", spool_fsyncs.clone());
+        let spool_replayed = Counter::default();
+        registry.register("spool_replayed", "Spooled clicks replayed into Redis", spool_replayed.clone());
+        let spool_damaged = Family::<ReasonLabels, Counter>::default();
+        registry.register("spool_damaged_records", "Damaged spool records skipped", spool_damaged.clone());
         let links_rejected = Family::<ReasonLabels, Counter>::default();
         registry.register("links_rejected", "Tracked links that failed verification", links_rejected.clone());
         let links_minted = Counter::default();
@@ -125,6 +156,13 @@ impl Metrics {
             request_duration,
             clicks_recorded,
             clicks_unrecorded,
+            clicks_spooled,
+            clicks_dropped,
+            spool_pending,
+            spool_bytes,
+            spool_fsyncs,
+            spool_replayed,
+            spool_damaged,
             links_rejected,
             links_minted,
             conversions,
@@ -132,6 +170,18 @@ impl Metrics {
             clicks_aggregated,
             aggregation_lag,
         }
+    }
+
+    /// Copies the spool's own counters into the exported metrics.
+    pub fn observe_spool(&self, s: &crate::click::spool::SpoolStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let gauge = |g: &Gauge, v: &std::sync::atomic::AtomicU64| g.set(i64::try_from(v.load(Relaxed)).unwrap_or(i64::MAX));
+        gauge(&self.spool_pending, &s.pending_records);
+        gauge(&self.spool_bytes, &s.bytes);
+        self.spool_fsyncs.inner().store(s.fsyncs.load(Relaxed), Relaxed);
+        self.spool_replayed.inner().store(s.replayed.load(Relaxed), Relaxed);
+        self.spool_damaged.get_or_create(&ReasonLabels { reason: "torn" }).inner().store(s.torn.load(Relaxed), Relaxed);
+        self.spool_damaged.get_or_create(&ReasonLabels { reason: "corrupt" }).inner().store(s.corrupt.load(Relaxed), Relaxed);
     }
 
     /// The text exposition of every metric.

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::link::LinkClaims;
 
 mod record;
+pub mod spool;
 mod ua;
 
 pub use record::ClickRecord;
@@ -51,13 +52,15 @@ pub struct Click {
     pub referrer_host: Option<String>,
 }
 
-/// Why a click could not be made durable (metric label `reason`).
+/// Why Redis did not take a click (metric label `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnrecordedReason {
     /// Redis did not acknowledge within the bounded wait.
     Timeout,
     /// Redis answered with an error or the connection failed.
     RedisError,
+    /// Redis was known to be down, so it was not tried (the spool took the click at once).
+    RedisDown,
 }
 
 impl UnrecordedReason {
@@ -66,6 +69,7 @@ impl UnrecordedReason {
         match self {
             Self::Timeout => "timeout",
             Self::RedisError => "redis_error",
+            Self::RedisDown => "redis_down",
         }
     }
 }
@@ -75,9 +79,10 @@ impl UnrecordedReason {
 pub enum Durability {
     /// Acknowledged by Redis.
     Redis,
-    /// Not durable: the redirect still happens, and the reason is counted.
-    /// (A local durable spool is the next stop for these clicks.)
-    Unrecorded(UnrecordedReason),
+    /// Redis could not take it (the reason); fsynced to the local spool instead.
+    Spooled(UnrecordedReason),
+    /// Neither Redis nor the spool could take it: redirected anyway, counted as dropped.
+    Dropped(spool::SpoolError),
 }
 
 /// Keyed hash of client IPs, so raw IPs are never stored.

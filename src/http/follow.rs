@@ -51,10 +51,8 @@ pub async fn follow_link(State(app): State<AppState>, req: Request) -> Response 
         let referrer_host = headers.get(header::REFERER).and_then(|v| v.to_str().ok()).and_then(click::referrer_host);
         let click = Click { token, ts_ms, link: claims, ip_hash: app.visitor.ip_hash(peer), ua, referrer_host };
         match app.record_click(&click).await {
-            Durability::Redis => {}
-            Durability::Unrecorded(reason) => {
-                tracing::warn!(click.token = %click.token, reason = reason.as_str(), "click redirected without being recorded");
-            }
+            Durability::Redis | Durability::Spooled(_) => {}
+            Durability::Dropped(_) => {} // counted and logged by record_click
         }
     }
     redirect(&location)

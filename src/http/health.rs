@@ -14,16 +14,25 @@ pub async fn get_healthz() -> Response {
 
 /// `200 {"status":"ready","redis":"up"}` when Redis answers `PING` within the
 /// bounded wait, else `503 {"status":"unavailable","redis":"down"}`.
+///
+/// While the spool holds clicks not yet replayed, the status is `degraded`
+/// (`200` if Redis is up, as clicks are still recorded; `spool_records` says how many).
 pub async fn get_readyz(State(app): State<AppState>) -> Response {
-    if app.store.ping().await {
-        axum::Json(json!({"status": "ready", "redis": "up"})).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable", "redis": "down"}))).into_response()
-    }
+    let spooled = app.spool.pending();
+    let redis_up = app.store.ping().await;
+    let status = match (redis_up, spooled) {
+        (true, 0) => "ready",
+        (true, _) => "degraded",
+        (false, _) => "unavailable",
+    };
+    let body = json!({"status": status, "redis": if redis_up { "up" } else { "down" }, "spool_records": spooled});
+    let code = if redis_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(body)).into_response()
 }
 
 /// Prometheus text exposition of every metric.
 pub async fn get_metrics(State(app): State<AppState>) -> Response {
+    app.metrics.observe_spool(&app.spool.stats);
     let mut res = app.metrics.encode().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -14,11 +14,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::click::{Click, ClickRecord, UnrecordedReason};
+use crate::click::UnrecordedReason;
 
 pub mod aggregator;
 pub mod conversions;
 pub mod keys;
+pub mod replay;
 pub mod stats;
 pub mod supervisor;
 
@@ -88,6 +89,19 @@ impl Store {
         Ok(Store { conn, opts, writer })
     }
 
+    /// Appends spooled clicks to the click stream in one pipeline (used by the spool replayer).
+    ///
+    /// Errors: Redis errors; then none or some of the clicks may be in the stream
+    /// (the aggregator counts a token once, so replaying them again is safe).
+    pub async fn replay_clicks(&self, clicks: &[(String, String)]) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for (token, record) in clicks {
+            pipe.add_command(xadd_click(token, record, self.opts.click_stream_maxlen)).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await
+    }
+
     /// A clone of the underlying connection, for other request-side Redis work.
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
@@ -98,13 +112,9 @@ impl Store {
     /// One command per click, `XADD ll:clicks MAXLEN ~ N * tok {token} rec {record}`
     /// (record: [`ClickRecord::to_packed`]), group-committed with concurrent clicks.
     /// Errors: [`UnrecordedReason`] when Redis fails or is slower than the bounded wait.
-    pub async fn write_click(&self, click: &Click) -> Result<(), UnrecordedReason> {
+    pub async fn write_click(&self, token: &str, record: &str) -> Result<(), UnrecordedReason> {
         let (done, rx) = oneshot::channel();
-        let pending = PendingClick {
-            token: click.token.hyphenated().to_string(),
-            record: ClickRecord::from_click(click).to_packed(),
-            done,
-        };
+        let pending = PendingClick { token: token.to_owned(), record: record.to_owned(), done };
         if self.writer.send(pending).is_err() {
             return Err(UnrecordedReason::RedisError);
         }
