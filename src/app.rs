@@ -107,7 +107,10 @@ impl App {
         let spool = Spool::open(&spool_dir, config.spool_max_bytes)
             .with_context(|| format!("opening spool {}", spool_dir.display()))?;
         if spool.pending() > 0 {
-            tracing::warn!(spool.records = spool.pending(), "spool holds clicks from an earlier run; replaying when redis is up");
+            tracing::warn!(
+                spool.records = spool.pending(),
+                "spool holds clicks from an earlier run; replaying when redis is up"
+            );
         }
         Ok(App {
             spool,

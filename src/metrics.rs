@@ -175,13 +175,17 @@ impl Metrics {
     /// Copies the spool's own counters into the exported metrics.
     pub fn observe_spool(&self, s: &crate::click::spool::SpoolStats) {
         use std::sync::atomic::Ordering::Relaxed;
-        let gauge = |g: &Gauge, v: &std::sync::atomic::AtomicU64| g.set(i64::try_from(v.load(Relaxed)).unwrap_or(i64::MAX));
+        let gauge =
+            |g: &Gauge, v: &std::sync::atomic::AtomicU64| g.set(i64::try_from(v.load(Relaxed)).unwrap_or(i64::MAX));
         gauge(&self.spool_pending, &s.pending_records);
         gauge(&self.spool_bytes, &s.bytes);
         self.spool_fsyncs.inner().store(s.fsyncs.load(Relaxed), Relaxed);
         self.spool_replayed.inner().store(s.replayed.load(Relaxed), Relaxed);
         self.spool_damaged.get_or_create(&ReasonLabels { reason: "torn" }).inner().store(s.torn.load(Relaxed), Relaxed);
-        self.spool_damaged.get_or_create(&ReasonLabels { reason: "corrupt" }).inner().store(s.corrupt.load(Relaxed), Relaxed);
+        self.spool_damaged
+            .get_or_create(&ReasonLabels { reason: "corrupt" })
+            .inner()
+            .store(s.corrupt.load(Relaxed), Relaxed);
     }
 
     /// The text exposition of every metric.

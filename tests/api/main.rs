@@ -2,8 +2,10 @@
 //! Integration tests, compiled into one binary. Each test starts its own
 //! `redis-server` on a free port (see `support`) and its own gateway on port 0.
 
+mod chaos;
 mod cli;
 mod conversions;
+mod faults;
 mod follow;
 mod links;
 mod real_links;

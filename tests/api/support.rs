@@ -178,6 +178,17 @@ impl TestApp {
     }
 }
 
+/// Waits (up to 10 s) until the spool is replayed into Redis.
+pub async fn wait_spool_empty(app: &TestApp) {
+    for _ in 0..200 {
+        if app.state.spool.pending() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("spool still holds {} clicks", app.state.spool.pending());
+}
+
 pub fn keys() -> (linkloop::signing::Keyring, linkloop::signing::Keyring) {
     (
         linkloop::signing::Keyring::new(&[(1, LINK_SECRET)], 1).unwrap(),
