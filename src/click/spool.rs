@@ -85,8 +85,11 @@ pub struct SpoolStats {
     pub corrupt: AtomicU64,
 }
 
+/// Who waits for an append's outcome.
+type Ack = oneshot::Sender<Result<(), SpoolError>>;
+
 enum Cmd {
-    Append(Vec<u8>, oneshot::Sender<Result<(), SpoolError>>),
+    Append(Vec<u8>, Ack),
     /// Close the current segment; reply with the sealed segments, oldest first.
     Seal(oneshot::Sender<Vec<PathBuf>>),
 }
@@ -313,7 +316,7 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: Vec<(Vec<u8>, oneshot::Sender<Result<(), SpoolError>>)>) {
+    fn commit(&mut self, batch: Vec<(Vec<u8>, Ack)>) {
         if batch.is_empty() {
             return;
         }
