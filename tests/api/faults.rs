@@ -156,7 +156,8 @@ async fn damaged_spool_replay_skips_exactly_the_bad_records() {
     let mut bytes = std::fs::read(&seg).unwrap();
     let one = bytes.len() / 10;
     bytes[4 * one + 20] ^= 0x04; // inside record 4's payload
-    bytes.extend_from_slice(&bytes[..30].to_vec()); // a torn 11th record
+    let torn: Vec<u8> = bytes[..30].to_vec();
+    bytes.extend_from_slice(&torn); // a torn 11th record
     std::fs::write(&seg, &bytes).unwrap();
 
     let redis = TestRedis::start().await;
