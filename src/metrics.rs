@@ -71,7 +71,7 @@ pub struct Metrics {
     /// `linkloop_conversions_total{reason}`: conversion callbacks by result code (`attributed`, `duplicate`, `conflict`, …).
     pub conversions: Family<ReasonLabels, Counter>,
     /// `linkloop_conversions_unattributed_total{reason}`: conversions refused as not attributable
-    /// (`click_not_found`: unknown or expired token; `outside_window`).
+    /// (`click_not_found`: unknown or expired token; `outside_attribution_window`).
     pub conversions_unattributed: Family<ReasonLabels, Counter>,
     /// `linkloop_clicks_aggregated_total`: clicks counted into per-day aggregates.
     pub clicks_aggregated: Counter,

@@ -18,7 +18,7 @@ pub mod spool;
 mod ua;
 
 pub use record::ClickRecord;
-pub use ua::UaClass;
+pub use ua::{UaClass, bot_reason};
 
 /// Mints a click token: a UUID v7 (RFC 9562 §5.7), time-ordered, 74 random bits.
 ///

@@ -32,16 +32,13 @@ impl UaClass {
 
     /// Classifies a `User-Agent` header value (`None` when absent).
     ///
-    /// Bot markers are checked first, so an in-app *preview fetcher* is a bot.
+    /// Bots are checked first (see [`bot_reason`]), so an in-app *preview fetcher* is a bot.
     pub fn classify(ua: Option<&str>) -> UaClass {
-        let Some(ua) = ua.map(str::trim).filter(|s| !s.is_empty()) else {
-            return UaClass::Bot;
-        };
-        let lower = ua.to_ascii_lowercase();
-        let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-        if has(BOT_MARKERS) || !lower.contains("mozilla/") {
+        if bot_reason(ua).is_some() {
             return UaClass::Bot;
         }
+        let lower = ua.unwrap_or("").to_ascii_lowercase();
+        let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
         if has(APP_MARKERS) {
             return UaClass::App;
         }
@@ -50,6 +47,38 @@ impl UaClass {
         }
         UaClass::Desktop
     }
+}
+
+/// Why a user agent is a bot, or `None` for a person's browser.
+///
+/// Order: empty → `empty_ua`; a named link-preview fetcher or crawler (table
+/// below) → its name; an HTTP library → `http_library`; any pattern of the
+/// maintained crawler list of the `isbot` crate (patterns from the isbot
+/// project, omrilotan/isbot) → `crawler`; no `Mozilla/` browser token at all →
+/// `non_browser`.
+pub fn bot_reason(ua: Option<&str>) -> Option<&'static str> {
+    let Some(ua) = ua.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Some("empty_ua");
+    };
+    let lower = ua.to_ascii_lowercase();
+    if let Some((_, name)) = NAMED_FETCHERS.iter().find(|(needle, _)| lower.contains(needle)) {
+        return Some(name);
+    }
+    if HTTP_LIBRARIES.iter().any(|n| lower.contains(n)) {
+        return Some("http_library");
+    }
+    if crawlers().is_bot(&lower) {
+        return Some("crawler");
+    }
+    if !lower.contains("mozilla/") {
+        return Some("non_browser");
+    }
+    None
+}
+
+fn crawlers() -> &'static isbot::Bots {
+    static BOTS: std::sync::LazyLock<isbot::Bots> = std::sync::LazyLock::new(isbot::Bots::default);
+    &BOTS
 }
 
 /// Substrings (lowercase) of in-app browsers' user agents.
@@ -66,26 +95,51 @@ const APP_MARKERS: &[&str] = &[
     "kuaishou",
 ];
 
-/// Substrings (lowercase) of crawlers, preview fetchers and HTTP libraries.
-const BOT_MARKERS: &[&str] = &[
-    "bot",
-    "spider",
-    "crawl",
-    "preview",
-    "facebookexternalhit",
-    "slurp",
+/// Link-preview fetchers and crawlers named in reports: (lowercase substring, reason).
+/// Checked before the generic list so the reason says who it was.
+const NAMED_FETCHERS: &[(&str, &str)] = &[
+    ("facebookexternalhit", "facebook_preview"),
+    ("facebot", "facebook_preview"),
+    ("twitterbot", "x_twitter_preview"),
+    ("slackbot", "slack_preview"),
+    ("slack-imgproxy", "slack_preview"),
+    ("telegrambot", "telegram_preview"),
+    ("whatsapp", "whatsapp_preview"),
+    ("discordbot", "discord_preview"),
+    ("linkedinbot", "linkedin_preview"),
+    ("bytespider", "douyin_tiktok_crawler"),
+    ("tiktokspider", "douyin_tiktok_crawler"),
+    ("xiaohongshu-spider", "red_crawler"),
+    ("xhsbot", "red_crawler"),
+    ("weibo-spider", "weibo_crawler"),
+    ("wechatbot", "wechat_preview"),
+    ("mmwebid-preview", "wechat_preview"),
+    ("googlebot", "googlebot"),
+    ("bingbot", "bingbot"),
+    ("baiduspider", "baiduspider"),
+    ("sogou", "sogou_spider"),
+    ("360spider", "360_spider"),
+    ("yisouspider", "shenma_spider"),
+    ("applebot", "applebot"),
+];
+
+/// HTTP client libraries and command-line tools (lowercase substrings).
+const HTTP_LIBRARIES: &[&str] = &[
     "curl/",
     "wget/",
-    "python-",
-    "go-http",
+    "python-requests",
+    "python-urllib",
+    "aiohttp",
+    "go-http-client",
     "okhttp",
     "java/",
-    "headless",
-    "whatsapp",
-    "telegram",
-    "slack",
-    "embedly",
-    "bingpreview",
+    "apache-httpclient",
+    "libwww-perl",
+    "node-fetch",
+    "axios/",
+    "reqwest",
+    "httpie",
+    "postmanruntime",
 ];
 
 #[cfg(test)]
@@ -98,6 +152,23 @@ mod tests {
         assert_eq!(UaClass::classify(None), Bot);
         assert_eq!(c(""), Bot);
         assert_eq!(c("curl/8.5.0"), Bot);
+        assert_eq!(super::bot_reason(Some("curl/8.5.0")), Some("http_library"));
+        assert_eq!(super::bot_reason(None), Some("empty_ua"));
+        assert_eq!(super::bot_reason(Some("facebookexternalhit/1.1 Facebot Twitterbot/1.0")), Some("facebook_preview"));
+        assert_eq!(
+            super::bot_reason(Some("Mozilla/5.0 (compatible; Bytespider; spider-feedback@bytedance.com)")),
+            Some("douyin_tiktok_crawler")
+        );
+        assert_eq!(
+            super::bot_reason(Some("Mozilla/5.0 (compatible; SemrushBot/7~bl; +http://www.semrush.com/bot.html)")),
+            Some("crawler")
+        );
+        assert_eq!(
+            super::bot_reason(Some(
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 MicroMessenger/8.0.47"
+            )),
+            None
+        );
         assert_eq!(c("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"), Bot);
         assert_eq!(
             c(

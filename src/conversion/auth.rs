@@ -112,7 +112,14 @@ impl Merchants {
                 c.secrets.iter().map(|k| (k.kid, k.secret.expose_secret().as_bytes().to_vec())).collect();
             let active = c.secrets.iter().map(|k| k.kid).max().unwrap_or(0);
             let keys = Keyring::new(&pairs, active).map_err(|e| anyhow::anyhow!("merchants.{}.secrets: {e}", c.id))?;
-            let days = u64::from(c.attribution_window_days.unwrap_or(default_window_days));
+            let days = c.attribution_window_days.unwrap_or(default_window_days);
+            if days == 0 || days > default_window_days {
+                anyhow::bail!(
+                    "merchants.{}: attribution_window_days must be 1..={default_window_days} (click records are kept for the global window + grace)",
+                    c.id
+                );
+            }
+            let days = u64::from(days);
             let m = Merchant { id: c.id.clone(), platforms: c.platforms.clone(), window_ms: days * 86_400_000, keys };
             if by_id.insert(c.id.clone(), Arc::new(m)).is_some() {
                 anyhow::bail!("merchants: id {:?} appears twice", c.id);

@@ -1,22 +1,24 @@
 //! Conversion callbacks: `POST /v1/conversions`, `POST /v1/conversions/batch`,
 //! and the postback form `GET /v1/postback`.
 //!
-//! Order of checks: content type (415), body size (413), merchant signature on
+//! Order of checks: body size (413), content type (415), merchant signature on
 //! the raw bytes (401), per-merchant rate limit (429), JSON shape and fields
-//! (400), then one atomic Redis script: attribution (403/422), idempotency
-//! (200 duplicate / 409 conflict), order state and GMV (409), else 201.
+//! (400), then one atomic Redis script: idempotency (200 duplicate / 409
+//! conflict), attribution of a new order (403/422), order state and GMV (409),
+//! else 201. Refunds and cancels of a known order use the order's stored
+//! attribution (and its original click token), so they work after the click
+//! record has expired.
 //! Redis unavailable: 503 + `Retry-After`, nothing written.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::ApiError;
+use super::error::{ApiError, RawBody, parse_json, require_json};
 use crate::app::{App, AppState};
 use crate::conversion::auth::{AuthError, MERCHANT_HEADER, Merchant, SIGNATURE_HEADER};
 use crate::conversion::{ConversionInput, FieldError};
@@ -25,41 +27,6 @@ use crate::store::conversions::{self, Outcome};
 
 /// Most conversions in one batch request.
 pub const MAX_BATCH: usize = 500;
-
-/// The raw body as bytes, with our envelope for a body over the limit (413).
-#[derive(Debug)]
-pub struct RawBody(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for RawBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body is over the 64 KiB limit")
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "could not read the body")
-            }
-        })
-    }
-}
-
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ok = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send a JSON body with Content-Type: application/json",
-        ))
-    }
-}
 
 fn now_s() -> u64 {
     crate::click::now_ms() / 1000
@@ -90,26 +57,16 @@ fn rate_limit(app: &App, merchant: &Merchant, n: u32) -> Result<(), ApiError> {
                 )
             })
         }
-        Err(_) => {
-            Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "batch larger than the burst allowance"))
-        }
+        Err(_) => Err(ApiError::field(
+            "conversions",
+            "batch_exceeds_rate_limit",
+            "conversions: more items than this merchant's burst allowance; split the batch",
+        )),
     }
 }
 
 fn field_error(e: &FieldError) -> ApiError {
     ApiError::field(e.field, "invalid_field", e.to_string())
-}
-
-fn parse_input(v: &[u8]) -> Result<ConversionInput, ApiError> {
-    serde_json::from_slice(v).map_err(json_error)
-}
-
-fn json_error(e: serde_json::Error) -> ApiError {
-    if e.is_data() {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
-    } else {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "body is not valid JSON")
-    }
 }
 
 /// Validates, records (with one catch-up of the click aggregator when the click
@@ -154,7 +111,7 @@ async fn process(app: &App, merchant: &Merchant, input: ConversionInput) -> Resu
                     )
                 }
                 Outcome::OutsideWindow => {
-                    unattributed("outside_window");
+                    unattributed("outside_attribution_window");
                     ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "outside_attribution_window",
@@ -215,7 +172,7 @@ pub async fn create_conversion(
     require_json(&headers)?;
     let merchant = authenticate(&app, &headers, &body)?;
     rate_limit(&app, &merchant, 1)?;
-    let input = parse_input(&body)?;
+    let input: ConversionInput = parse_json(&body)?;
     let (status, body) = process(&app, &merchant, input).await?;
     Ok(json_response(status, &body))
 }
@@ -236,7 +193,7 @@ pub async fn create_conversion_batch(
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
     let merchant = authenticate(&app, &headers, &body)?;
-    let batch: Batch = serde_json::from_slice(&body).map_err(json_error)?;
+    let batch: Batch = parse_json(&body)?;
     if batch.conversions.is_empty() || batch.conversions.len() > MAX_BATCH {
         return Err(ApiError::field("conversions", "invalid_field", format!("conversions: 1 to {MAX_BATCH} items")));
     }
@@ -259,7 +216,12 @@ pub async fn create_conversion_batch(
             }
             Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => return Err(e),
             Err(e) => {
-                json!({"index": index, "status_code": e.status.as_u16(), "code": e.code, "message": e.message, "field": e.field})
+                let mut v =
+                    json!({"index": index, "status_code": e.status.as_u16(), "code": e.code, "message": e.message});
+                if let (Some(f), Some(o)) = (e.field, v.as_object_mut()) {
+                    o.insert("field".into(), json!(f));
+                }
+                v
             }
         };
         results.push(entry);

@@ -1,13 +1,13 @@
 //! The API error envelope: every API error is `{"code", "message"}` (plus
 //! `"field"` when one input field is at fault), with a stable `code`.
 //!
-//! Handlers return [`ApiError`]; bad JSON goes through [`ApiJson`] so axum's
-//! plain-text rejections never reach a client. 5xx bodies are opaque; the cause
+//! Handlers return [`ApiError`]; bodies are read with [`RawBody`] and parsed
+//! with [`parse_json`], so axum's plain-text rejections never reach a client. 5xx bodies are opaque; the cause
 //! is logged once, here.
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -85,36 +85,53 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections are [`ApiError`]s: 415 without a JSON content
-/// type, 413 over the body limit, 400 for bad syntax or shape.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ApiJson<T>(pub T);
+/// The raw body as bytes, with our envelope for a body over the limit (413).
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
+impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send a JSON body with Content-Type: application/json",
-            )),
-            Err(JsonRejection::JsonDataError(e)) => {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body is over this route's size limit")
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "could not read the body")
             }
-            Err(JsonRejection::JsonSyntaxError(_)) => {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "body is not valid JSON"))
-            }
-            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body is over the 64 KiB limit"))
-            }
-            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())),
-        }
+        })
+    }
+}
+
+/// Passes when `Content-Type` is `application/json` (parameters allowed). Errors: `415`.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send a JSON body with Content-Type: application/json",
+        ))
+    }
+}
+
+/// Parses a JSON body into `T`: `400 malformed_json` for bad syntax, `400 invalid_body`
+/// (serde's message names the field) for the wrong shape.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(json_error)
+}
+
+/// Maps a serde_json error to our envelope.
+pub fn json_error(e: serde_json::Error) -> ApiError {
+    if e.is_data() {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "body is not valid JSON")
     }
 }

@@ -30,6 +30,13 @@ pub async fn get_readyz(State(app): State<AppState>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
+/// The OpenAPI 3.1 document of the public HTTP API (`docs/openapi.json`).
+pub async fn get_openapi() -> Response {
+    let mut res = include_str!("../../docs/openapi.json").into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
 /// Prometheus text exposition of every metric.
 pub async fn get_metrics(State(app): State<AppState>) -> Response {
     app.metrics.observe_spool(&app.spool.stats);

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::require_admin;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, RawBody, parse_json, require_json};
 use crate::app::AppState;
 use crate::link::{MintRequest, mint};
 
@@ -29,10 +29,12 @@ pub struct CreateLink {
 pub async fn create_link(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: ApiJson<CreateLink>,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
+    // Authenticate before looking at the body.
     require_admin(&headers, &app)?;
-    let ApiJson(body) = body;
+    require_json(&headers)?;
+    let body: CreateLink = parse_json(&body)?;
     let req = MintRequest {
         note: &body.note_id,
         creator_id: &body.creator_id,

@@ -7,7 +7,7 @@
 //! | `POST /v1/links` | [`links::create_link`] |
 //! | `POST /v1/conversions`, `/v1/conversions/batch`, `GET /v1/postback` | [`conversions`] |
 //! | `GET /v1/stats/{dim}/{id}` | [`stats::get_stats`] |
-//! | `GET /healthz`, `/readyz`, `/metrics` | [`health`] |
+//! | `GET /healthz`, `/readyz`, `/metrics`, `/v1/openapi.json` | [`health`] |
 
 use std::time::{Duration, Instant};
 
@@ -60,10 +60,12 @@ pub fn router(state: AppState) -> Router {
             post(conversions::create_conversion_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
         )
         .route("/v1/postback", get(conversions::get_postback))
+        .route("/v1/openapi.json", get(health::get_openapi))
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
         .route("/metrics", get(health::get_metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(overload)
         .layer(middleware::from_fn_with_state(state.clone(), record_request))
@@ -92,6 +94,10 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+}
+
 /// Static route label for metrics (bounded cardinality).
 fn route_label(path: Option<&MatchedPath>) -> &'static str {
     match path.map(MatchedPath::as_str) {
@@ -102,6 +108,7 @@ fn route_label(path: Option<&MatchedPath>) -> &'static str {
         Some("/v1/conversions/batch") => "/v1/conversions/batch",
         Some("/v1/postback") => "/v1/postback",
         Some("/healthz") => "/healthz",
+        Some("/v1/openapi.json") => "/v1/openapi.json",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",
         Some(_) => "other",

@@ -1,4 +1,4 @@
-//! `GET /v1/stats/{dimension}/{id}`: per-day funnel statistics (admin bearer token).
+//! `GET /v1/stats/{dim}/{id}`: per-day funnel statistics (admin bearer token).
 //!
 //! Query: `from`, `to` (`YYYY-MM-DD` in the configured time zone; `to` defaults to
 //! today, `from` to `to`; at most 92 days), `format` (`json`, the default, or `csv`).
@@ -16,7 +16,7 @@ use super::error::ApiError;
 use crate::app::AppState;
 use crate::stats::{DateRange, Dimension, StatsError};
 
-/// Query string of `GET /v1/stats/{dimension}/{id}`.
+/// Query string of `GET /v1/stats/{dim}/{id}`.
 #[derive(Debug, Default, Deserialize)]
 pub struct StatsQuery {
     /// First day, `YYYY-MM-DD`. Default: `to`.

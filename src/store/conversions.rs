@@ -98,8 +98,9 @@ else
   end
   state = 'cancelled'
 end
+local token = o[5] or ARGV[18]
 redis.call('HSET', ok, 'state', state, 'paid', paid, 'refunded', refunded, 'currency', cur,
-  'token', ARGV[18], 'note', note, 'creator', creator, 'platform', platform, 'item', item)
+  'token', token, 'note', note, 'creator', creator, 'platform', platform, 'item', item)
 for _, k in ipairs({'note:' .. note, 'creator:' .. creator, 'item:' .. platform .. ':' .. item, 'platform:' .. platform}) do
   local key = 'll:agg:' .. k .. ':' .. day
   if d_conv > 0 then redis.call('HINCRBY', key, 'conversions', d_conv) end
@@ -108,7 +109,7 @@ for _, k in ipairs({'note:' .. note, 'creator:' .. creator, 'item:' .. platform 
   if d_refunded > 0 then redis.call('HINCRBY', key, 'refunded:' .. cur, d_refunded) end
 end
 local res = cjson.encode({
-  click_token = ARGV[18], merchant_id = ARGV[15], order_id = ARGV[16], sub_order_id = ARGV[17],
+  click_token = token, merchant_id = ARGV[15], order_id = ARGV[16], sub_order_id = ARGV[17],
   status = status, amount = amount, currency = cur, note_id = note, creator_id = creator,
   platform = platform, item_id = item, order_state = state, paid_total = paid, refunded_total = refunded,
   gmv_delta = d_paid - d_refunded

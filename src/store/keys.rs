@@ -14,7 +14,7 @@ pub const AGGREGATOR_CURSOR: &str = "ll:agg:cursor";
 /// token and the packed click record ([`crate::click::ClickRecord::to_packed`]).
 pub const CLICK_FIELDS: [&str; 2] = ["tok", "rec"];
 
-/// Click record: hash keyed by click token (canonical UUID text), expiring at
+/// Click record: a string (`ClickRecord::to_packed`) keyed by click token (canonical UUID text), expiring at
 /// click time + attribution window + grace.
 pub fn click(token: &str) -> String {
     format!("ll:click:{token}")

@@ -8,6 +8,7 @@ mod conversions;
 mod faults;
 mod follow;
 mod links;
+mod openapi;
 mod real_links;
 mod stats;
 mod support;
