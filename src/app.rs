@@ -60,6 +60,12 @@ pub struct App {
     pub spool: Spool,
     /// Whether Redis answered recently; while false, clicks go straight to the spool.
     pub redis_up: Arc<AtomicBool>,
+    /// Per-client-IP soft limit on `/j/`: past it, clicks are recorded as not billable.
+    pub ip_soft_limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Per-client-IP hard limit on `/j/`: past it, `429`.
+    pub ip_hard_limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Admin API limit (all tokens together).
+    pub admin_limiter: governor::DefaultDirectRateLimiter,
 }
 
 /// Handler state: the shared [`App`].
@@ -112,7 +118,16 @@ impl App {
                 "spool holds clicks from an earlier run; replaying when redis is up"
             );
         }
+        let per_minute = |n: u32| {
+            let n = std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
+            governor::Quota::per_minute(n).allow_burst(n)
+        };
+        let admin_per_s =
+            std::num::NonZeroU32::new(config.admin_rate_limit_per_second).unwrap_or(std::num::NonZeroU32::MIN);
         Ok(App {
+            ip_soft_limiter: governor::RateLimiter::keyed(per_minute(config.click_soft_limit_per_minute)),
+            ip_hard_limiter: governor::RateLimiter::keyed(per_minute(config.click_hard_limit_per_minute)),
+            admin_limiter: governor::RateLimiter::direct(governor::Quota::per_second(admin_per_s)),
             spool,
             redis_up: Arc::new(AtomicBool::new(true)),
             merchants,
@@ -128,6 +143,29 @@ impl App {
             metrics,
             config,
         })
+    }
+
+    /// Records a non-billable request (bot, preview fetcher, `HEAD`, soft-limited
+    /// client) in the non-billable stream, best effort within the bounded wait.
+    pub async fn record_nonbillable(&self, click: &Click, reason: &'static str) {
+        self.metrics.nonbillable.get_or_create(&ReasonLabels { reason }).inc();
+        if !self.redis_up.load(Ordering::Relaxed) {
+            return;
+        }
+        let token = click.token.hyphenated().to_string();
+        let record = ClickRecord::from_click(click).to_packed();
+        if self.store.write_nonbillable(&token, &record, reason).await.is_err() {
+            self.metrics.nonbillable_unrecorded.inc();
+        }
+    }
+
+    /// Forgets rate-limiter state of idle clients, so memory stays bounded under a
+    /// flood of distinct IPs. Called periodically.
+    pub fn prune_limiters(&self) {
+        for l in [&self.ip_soft_limiter, &self.ip_hard_limiter] {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
     }
 
     /// Makes a click durable: Redis within the bounded wait, else the local spool
@@ -230,6 +268,17 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let aggregator =
             state.config.aggregator_enabled.then(|| tokio::spawn(state.aggregator.clone().run(stop_rx.clone())));
+        let pruner = {
+            let (state, mut stop) = (state.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(10)) => state.prune_limiters(),
+                        _ = stop.changed() => return,
+                    }
+                }
+            })
+        };
         let replayer = tokio::spawn(crate::store::replay::run(
             state.store.clone(),
             state.spool.clone(),
@@ -261,6 +310,7 @@ impl Application {
         // Every spooled click is already fsynced; the replayer makes a last attempt
         // to move them into Redis, else they wait on disk for the next start.
         let _ = replayer.await;
+        let _ = pruner.await;
         if state.spool.pending() > 0 {
             tracing::warn!(spool.records = state.spool.pending(), "spool not empty at exit; replayed on next start");
         }

@@ -94,6 +94,18 @@ pub struct Config {
     pub spool_dir: Option<PathBuf>,
     /// Size cap of the spool, bytes. Default 256 MiB (about 1.5 million clicks).
     pub spool_max_bytes: u64,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` / `Forwarded` headers are believed. Default none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Clicks per minute per client IP past which clicks are still redirected but
+    /// recorded as not billable (`rate_limited`). Default 120.
+    pub click_soft_limit_per_minute: u32,
+    /// Requests per minute per client IP on `/j/` past which the answer is `429`. Default 1,200.
+    pub click_hard_limit_per_minute: u32,
+    /// Admin API requests per second (all tokens together). Default 50.
+    pub admin_rate_limit_per_second: u32,
+    /// A click by the same visitor (IP hash + UA class) on the same note and item within
+    /// this many seconds is recorded but flagged a repeat. Default 1,800.
+    pub repeat_click_window_seconds: u64,
 }
 
 /// `[keys]`: signing keys by key id. Secrets are at least 32 bytes.
@@ -162,6 +174,11 @@ impl Default for Config {
             conversion_stream_maxlen: 1_000_000,
             spool_dir: None,
             spool_max_bytes: 256 * 1024 * 1024,
+            trusted_proxies: Vec::new(),
+            click_soft_limit_per_minute: 120,
+            click_hard_limit_per_minute: 1200,
+            admin_rate_limit_per_second: 50,
+            repeat_click_window_seconds: 1800,
         }
     }
 }
@@ -240,6 +257,14 @@ impl Config {
         }
         if self.aggregator_batch == 0 || self.aggregator_batch > 2048 {
             bail!("aggregator_batch: must be 1..=2048");
+        }
+        if self.click_soft_limit_per_minute == 0
+            || self.click_hard_limit_per_minute < self.click_soft_limit_per_minute
+            || self.admin_rate_limit_per_second == 0
+        {
+            bail!(
+                "click_soft_limit_per_minute must be positive and <= click_hard_limit_per_minute; admin_rate_limit_per_second positive"
+            );
         }
         if self.merchant_rate_limit_per_second == 0 || self.callback_tolerance_seconds == 0 {
             bail!("merchant_rate_limit_per_second and callback_tolerance_seconds must be positive");

@@ -64,6 +64,13 @@ pub struct Metrics {
     pub spool_replayed: Counter,
     /// `linkloop_spool_damaged_records_total{reason}`: torn or corrupt spool records skipped at replay.
     pub spool_damaged: Family<ReasonLabels, Counter>,
+    /// `linkloop_nonbillable_requests_total{reason}`: redirects not counted as clicks
+    /// (`head`, `rate_limited`, or a bot reason such as `crawler`, `facebook_preview`).
+    pub nonbillable: Family<ReasonLabels, Counter>,
+    /// `linkloop_nonbillable_unrecorded_total`: non-billable requests Redis did not take (best effort).
+    pub nonbillable_unrecorded: Counter,
+    /// `linkloop_clicks_rate_limited_total`: `/j/` requests refused with `429` (hard per-IP limit).
+    pub clicks_rate_limited: Counter,
     /// `linkloop_links_rejected_total{reason}`: tracked links that failed verification.
     pub links_rejected: Family<ReasonLabels, Counter>,
     /// `linkloop_links_minted_total`: tracked links minted over the API.
@@ -130,6 +137,16 @@ impl Metrics {
         registry.register("spool_replayed", "Spooled clicks replayed into Redis", spool_replayed.clone());
         let spool_damaged = Family::<ReasonLabels, Counter>::default();
         registry.register("spool_damaged_records", "Damaged spool records skipped", spool_damaged.clone());
+        let nonbillable = Family::<ReasonLabels, Counter>::default();
+        registry.register("nonbillable_requests", "Redirects not counted as clicks, by reason", nonbillable.clone());
+        let nonbillable_unrecorded = Counter::default();
+        registry.register(
+            "nonbillable_unrecorded",
+            "Non-billable requests Redis did not take",
+            nonbillable_unrecorded.clone(),
+        );
+        let clicks_rate_limited = Counter::default();
+        registry.register("clicks_rate_limited", "Redirect requests refused with 429", clicks_rate_limited.clone());
         let links_rejected = Family::<ReasonLabels, Counter>::default();
         registry.register("links_rejected", "Tracked links that failed verification", links_rejected.clone());
         let links_minted = Counter::default();
@@ -163,6 +180,9 @@ impl Metrics {
             spool_fsyncs,
             spool_replayed,
             spool_damaged,
+            nonbillable,
+            nonbillable_unrecorded,
+            clicks_rate_limited,
             links_rejected,
             links_minted,
             conversions,

@@ -34,9 +34,18 @@ impl UaClass {
     ///
     /// Bots are checked first (see [`bot_reason`]), so an in-app *preview fetcher* is a bot.
     pub fn classify(ua: Option<&str>) -> UaClass {
-        if bot_reason(ua).is_some() {
-            return UaClass::Bot;
+        Self::classify_with_reason(ua).0
+    }
+
+    /// Like [`UaClass::classify`], also returning the bot reason for [`UaClass::Bot`].
+    pub fn classify_with_reason(ua: Option<&str>) -> (UaClass, Option<&'static str>) {
+        if let Some(reason) = bot_reason(ua) {
+            return (UaClass::Bot, Some(reason));
         }
+        (Self::classify_human(ua), None)
+    }
+
+    fn classify_human(ua: Option<&str>) -> UaClass {
         let lower = ua.unwrap_or("").to_ascii_lowercase();
         let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
         if has(APP_MARKERS) {
@@ -100,10 +109,11 @@ const APP_MARKERS: &[&str] = &[
 const NAMED_FETCHERS: &[(&str, &str)] = &[
     ("facebookexternalhit", "facebook_preview"),
     ("facebot", "facebook_preview"),
+    // Telegram's fetcher says "TelegramBot (like TwitterBot)": name it first.
+    ("telegrambot", "telegram_preview"),
     ("twitterbot", "x_twitter_preview"),
     ("slackbot", "slack_preview"),
     ("slack-imgproxy", "slack_preview"),
-    ("telegrambot", "telegram_preview"),
     ("whatsapp", "whatsapp_preview"),
     ("discordbot", "discord_preview"),
     ("linkedinbot", "linkedin_preview"),

@@ -66,7 +66,7 @@ fn forwarded_node(v: &str) -> String {
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
             m.append(*k, v.parse().unwrap());

@@ -13,6 +13,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::client_ip::client_ip;
 use crate::app::AppState;
 use crate::click::{self, Click, Durability, UaClass};
 use crate::jump;
@@ -40,19 +41,33 @@ pub async fn follow_link(State(app): State<AppState>, req: Request) -> Response 
         }
     };
     let headers = req.headers();
-    let ua = UaClass::classify(headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()));
+    let peer =
+        req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let ip = client_ip(peer, headers, &app.config.trusted_proxies);
+    if app.ip_hard_limiter.check_key(&ip).is_err() {
+        app.metrics.clicks_rate_limited.inc();
+        return too_many_requests_page();
+    }
+    let (ua, bot) = UaClass::classify_with_reason(headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()));
     let token = click::mint_token();
     let ts_ms = token_ms(&token);
     let location = jump::build(&claims.product, ua.is_mobile(), &token, ts_ms, &app.jump_keys);
-
-    if req.method() != Method::HEAD {
-        let peer =
-            req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        let referrer_host = headers.get(header::REFERER).and_then(|v| v.to_str().ok()).and_then(click::referrer_host);
-        let click = Click { token, ts_ms, link: claims, ip_hash: app.visitor.ip_hash(peer), ua, referrer_host };
-        match app.record_click(&click).await {
-            Durability::Redis | Durability::Spooled(_) => {}
-            Durability::Dropped(_) => {} // counted and logged by record_click
+    let referrer_host = headers.get(header::REFERER).and_then(|v| v.to_str().ok()).and_then(click::referrer_host);
+    let nonbillable = if req.method() == Method::HEAD {
+        Some("head")
+    } else if bot.is_some() {
+        bot
+    } else if app.ip_soft_limiter.check_key(&ip).is_err() {
+        Some("rate_limited")
+    } else {
+        None
+    };
+    let click = Click { token, ts_ms, link: claims, ip_hash: app.visitor.ip_hash(ip), ua, referrer_host };
+    match nonbillable {
+        Some(reason) => app.record_nonbillable(&click, reason).await,
+        // Durable (Redis or spool) before the 302; a drop is counted and logged inside.
+        None => {
+            let _: Durability = app.record_click(&click).await;
         }
     }
     redirect(&location)
@@ -76,6 +91,21 @@ fn redirect(location: &str) -> Response {
     h.insert(header::LOCATION, location);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static(REFERRER_POLICY));
+    res
+}
+
+/// `429` for a client past the hard per-IP limit: a short page and `Retry-After`.
+fn too_many_requests_page() -> Response {
+    let mut res = (
+        StatusCode::TOO_MANY_REQUESTS,
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>请稍后再试 · Too many requests</title></head>\
+<body><h1>请稍后再试 · Too many requests</h1><p>Please wait a minute and tap the link again.</p></body></html>",
+    )
+        .into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
     res
 }
 

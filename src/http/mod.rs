@@ -24,6 +24,7 @@ use crate::app::AppState;
 use crate::metrics::{RequestLabels, RouteLabels};
 
 pub mod auth;
+pub mod client_ip;
 pub mod conversions;
 pub mod error;
 pub mod follow;

@@ -7,6 +7,16 @@ use crate::platform::Platform;
 
 /// Click stream: one entry per click, appended on the hot path (XADD, approximate MAXLEN).
 pub const CLICK_STREAM: &str = "ll:clicks";
+/// Non-billable requests (bots, link-preview fetchers, `HEAD`, rate-limited clients):
+/// entries `tok`, `rec`, `reason`; never counted as clicks.
+pub const NONBILLABLE_STREAM: &str = "ll:nonbillable";
+
+/// Repeat-click marker of one visitor (ip hash + UA class) on one note and item,
+/// expiring after the repeat window.
+pub fn seen(note: &str, platform: Platform, item: u64, ip_hash: &str, ua: &str) -> String {
+    format!("ll:seen:{note}:{platform}:{item}:{ip_hash}:{ua}")
+}
+
 /// Aggregator cursor: the id of the last click-stream entry applied to the aggregates.
 pub const AGGREGATOR_CURSOR: &str = "ll:agg:cursor";
 

@@ -49,10 +49,12 @@ pub struct Store {
     writer: mpsc::UnboundedSender<PendingClick>,
 }
 
-/// A click waiting for the writer: its stream fields and whom to tell.
+/// A click waiting for the writer: its stream, fields and whom to tell.
 struct PendingClick {
+    stream: &'static str,
     token: String,
     record: String,
+    reason: Option<&'static str>,
     done: oneshot::Sender<bool>,
 }
 
@@ -96,7 +98,8 @@ impl Store {
     pub async fn replay_clicks(&self, clicks: &[(String, String)]) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
         for (token, record) in clicks {
-            pipe.add_command(xadd_click(token, record, self.opts.click_stream_maxlen)).ignore();
+            pipe.add_command(xadd_click(keys::CLICK_STREAM, token, record, None, self.opts.click_stream_maxlen))
+                .ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await
@@ -113,8 +116,32 @@ impl Store {
     /// (record: [`ClickRecord::to_packed`]), group-committed with concurrent clicks.
     /// Errors: [`UnrecordedReason`] when Redis fails or is slower than the bounded wait.
     pub async fn write_click(&self, token: &str, record: &str) -> Result<(), UnrecordedReason> {
+        self.write(keys::CLICK_STREAM, token, record, None).await
+    }
+
+    /// Appends a non-billable request (bot, preview fetcher, `HEAD`, rate-limited
+    /// client) to `ll:nonbillable` with its reason: visible, never counted as a click.
+    /// Same bounded wait; not spooled.
+    ///
+    /// Errors: as [`Store::write_click`].
+    pub async fn write_nonbillable(
+        &self,
+        token: &str,
+        record: &str,
+        reason: &'static str,
+    ) -> Result<(), UnrecordedReason> {
+        self.write(keys::NONBILLABLE_STREAM, token, record, Some(reason)).await
+    }
+
+    async fn write(
+        &self,
+        stream: &'static str,
+        token: &str,
+        record: &str,
+        reason: Option<&'static str>,
+    ) -> Result<(), UnrecordedReason> {
         let (done, rx) = oneshot::channel();
-        let pending = PendingClick { token: token.to_owned(), record: record.to_owned(), done };
+        let pending = PendingClick { stream, token: token.to_owned(), record: record.to_owned(), reason, done };
         if self.writer.send(pending).is_err() {
             return Err(UnrecordedReason::RedisError);
         }
@@ -149,7 +176,7 @@ async fn group_commit(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<P
         }
         let mut pipe = redis::pipe();
         for p in &batch {
-            pipe.add_command(xadd_click(&p.token, &p.record, maxlen)).ignore();
+            pipe.add_command(xadd_click(p.stream, &p.token, &p.record, p.reason, maxlen)).ignore();
         }
         let mut conn = conn.clone();
         // Several batches may be in flight at once on the multiplexed connection.
@@ -163,18 +190,13 @@ async fn group_commit(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<P
 }
 
 /// Builds the `XADD` for one click (public for benches and docs):
-/// `XADD ll:clicks MAXLEN ~ {maxlen} * tok {token} rec {record}`.
-pub fn xadd_click(token: &str, record: &str, maxlen: u64) -> redis::Cmd {
+/// `XADD {stream} MAXLEN ~ {maxlen} * tok {token} rec {record} [reason {reason}]`.
+pub fn xadd_click(stream: &str, token: &str, record: &str, reason: Option<&str>, maxlen: u64) -> redis::Cmd {
     let [f_tok, f_rec] = keys::CLICK_FIELDS;
     let mut cmd = redis::cmd("XADD");
-    cmd.arg(keys::CLICK_STREAM)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(maxlen)
-        .arg("*")
-        .arg(f_tok)
-        .arg(token)
-        .arg(f_rec)
-        .arg(record);
+    cmd.arg(stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*").arg(f_tok).arg(token).arg(f_rec).arg(record);
+    if let Some(r) = reason {
+        cmd.arg("reason").arg(r);
+    }
     cmd
 }

@@ -201,7 +201,7 @@ fn gateway_config(dir: &std::path::Path, redis_url: &str, port: u16) -> std::pat
     std::fs::write(
         &path,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nredis_url = \"{redis_url}\"\nadmin_token = \"{}\"\nclick_write_timeout_ms = 100\n[keys]\nlink = [{{kid = 1, secret = \"{LINK_SECRET}\"}}]\njump = [{{kid = 1, secret = \"{JUMP_SECRET}\"}}]\nvisitor_secret = \"{VISITOR_SECRET}\"\n",
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nredis_url = \"{redis_url}\"\nadmin_token = \"{}\"\nclick_write_timeout_ms = 100\nclick_soft_limit_per_minute = 1000000\nclick_hard_limit_per_minute = 1000000\n[keys]\nlink = [{{kid = 1, secret = \"{LINK_SECRET}\"}}]\njump = [{{kid = 1, secret = \"{JUMP_SECRET}\"}}]\nvisitor_secret = \"{VISITOR_SECRET}\"\n",
             dir.display(),
             crate::support::ADMIN_TOKEN
         ),

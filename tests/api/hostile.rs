@@ -257,11 +257,17 @@ async fn run_cases(app: &TestApp, cases: &[Case], minted: Option<Minted>, tally:
         let ctx = format!("case {:?} ({:?})", c.name, c.expect);
         let Some(res) = res else {
             tally.closed += 1;
+            if std::env::var_os("HOSTILE_VERBOSE").is_some() {
+                eprintln!("--- {ctx}: closed without an answer");
+            }
             assert_eq!(c.expect, Expect::Malformed, "{ctx}: the connection closed without an answer (a panic?)");
             continue;
         };
         tally.answered += 1;
         *tally.statuses.entry(res.status).or_default() += 1;
+        if std::env::var_os("HOSTILE_VERBOSE").is_some() {
+            eprintln!("{} {ctx}", res.status);
+        }
         check_response(&res, c, minted, &ctx, tally);
     }
 }
@@ -280,7 +286,8 @@ fn check_response(res: &RawResponse, c: &Case, minted: Option<Minted>, ctx: &str
     if (300..400).contains(&res.status) {
         let location = location.unwrap_or_else(|| panic!("{ctx}: {} without Location", res.status));
         let claims = assert_platform_location(location, ctx);
-        assert!(matches!(c.expect, Expect::Click | Expect::Malformed), "{ctx}: redirected to {location:?}");
+        let shown = String::from_utf8_lossy(location);
+        assert!(matches!(c.expect, Expect::Click | Expect::Malformed), "{ctx}: redirected to {shown}");
         if let Some(m) = minted {
             assert_eq!(claims.product, m.product, "{ctx}");
         }
@@ -436,7 +443,6 @@ fn rejected_click_cases(link: &str) -> Vec<Case> {
         // Base64 games and tampering.
         case("padding", get(format!("/j/{link}=")), Rejected),
         case("double padding", get(format!("/j/{link}==")), Rejected),
-        case("standard alphabet", get(format!("/j/{std_alphabet}")), Rejected),
         case("percent-encoded link char", get(format!("/j/%{:02X}{}", link.as_bytes()[0], &link[1..])), Rejected),
         case("non-canonical last char", get(format!("/j/{swapped_last}")), Rejected),
         case("flipped note bit", get(format!("/j/{}", URL_SAFE_NO_PAD.encode(&flipped))), Rejected),
@@ -500,7 +506,10 @@ fn rejected_click_cases(link: &str) -> Vec<Case> {
         case("no request line", b"\r\n\r\n".to_vec(), Malformed),
         case("binary garbage", (0u8..=255).cycle().take(4096).collect(), Malformed),
     ];
-    // Every ASCII control byte, percent-encoded, in the middle of the link.
+    if std_alphabet != link {
+        cases.push(case("standard alphabet", get(format!("/j/{std_alphabet}")), Rejected));
+    }
+    // Every third ASCII control byte, percent-encoded, in the middle of the link.
     for b in (0u8..0x20).step_by(3) {
         let mid = link.len() / 2;
         cases.push(case(
@@ -693,7 +702,6 @@ const LOOK_ALIKE_PRODUCT_URLS: &[&str] = &[
     "file:///etc/passwd",
     "https://item.taobao.com/item.htm?id=1%0d%0aLocation:%20https://evil.example",
     "https://item.jd.com/1%2F..%2F..%2Fevil.example.html",
-    "https://item.taobao.com/item.htm?id=1\u{0}2",
     "\u{202e}moc.elpmaxe.live//:sptth",
 ];
 
@@ -705,6 +713,8 @@ const HOSTILE_BUT_REAL_PRODUCT_URLS: &[&str] = &[
     "https://item.jd.com/100012043978.html?returnurl=%2F%2Fevil.example",
     "【淘宝】https://evil.example https://detail.tmall.com/item.htm?id=43724784272 https://evil.example",
     "https://detail.tmall.com/item.htm?id=43724784272&skuId=4611686062152172176&url=javascript:alert(1)",
+    // Control characters end a URL candidate in share text: this mints item 1.
+    "https://item.taobao.com/item.htm?id=1\u{0}2",
 ];
 
 fn api_request(method: &str, target: &str, token: Option<&str>, body: &[u8]) -> Vec<u8> {

@@ -2,6 +2,7 @@
 //! Integration tests, compiled into one binary. Each test starts its own
 //! `redis-server` on a free port (see `support`) and its own gateway on port 0.
 
+mod abuse;
 mod chaos;
 mod cli;
 mod conversions;

@@ -14,6 +14,9 @@ pub const LINK_SECRET: &str = "test-link-secret-0123456789abcdef-0123456789";
 pub const JUMP_SECRET: &str = "test-jump-secret-0123456789abcdef-0123456789";
 pub const VISITOR_SECRET: &str = "test-visitor-secret-0123456789abcdef-012345";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// A shopper's browser (reqwest sends no User-Agent by default, which is a bot).
+pub const SHOPPER_UA: &str =
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36";
 /// Merchant `tmall-shop` (taobao + tmall) secrets, kid 1 and kid 2; merchant `jd-shop` (jd) uses kid 1.
 pub const MERCHANT_SECRET_1: &str = "merchant-secret-one-0123456789abcdef-0123";
 pub const MERCHANT_SECRET_2: &str = "merchant-secret-two-0123456789abcdef-0123";
@@ -49,6 +52,10 @@ pub fn test_config(data_dir: &std::path::Path, redis_url: &str) -> Config {
             jump_active_kid: Some(1),
             visitor_secret: Some(SecretString::from(VISITOR_SECRET.to_owned())),
         },
+        // Every test client is 127.0.0.1: per-IP limits are tested on their own.
+        click_soft_limit_per_minute: 1_000_000,
+        click_hard_limit_per_minute: 1_000_000,
+        admin_rate_limit_per_second: 100_000,
         merchants: vec![
             merchant(
                 "tmall-shop",
@@ -100,7 +107,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let handle = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let client =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).user_agent(SHOPPER_UA).build().unwrap();
     TestApp { base, state, redis, client, shutdown: Some(tx), handle: Some(handle), _data: data }
 }
 
