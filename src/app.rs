@@ -210,6 +210,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     redis: Option<RedisServer>,
+    /// Exclusive lock on the supervised Redis's directory, held while serving.
+    _redis_lock: Option<std::fs::File>,
 }
 
 impl Application {
@@ -219,9 +221,24 @@ impl Application {
     /// Errors: the port is taken, Redis cannot start, bad keys or URL.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        let (redis, url) = match &config.redis_url {
-            Some(url) => (None, url.clone()),
+        let (redis, url, lock) = match &config.redis_url {
+            Some(url) => (None, url.clone(), None),
             None => {
+                let dir = config.data_dir.join("redis");
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join("serve.lock"))
+                    .context("opening the data directory lock")?;
+                if lock.try_lock().is_err() {
+                    anyhow::bail!(
+                        "{} is in use by another `linkloop serve`: give each gateway its own LINKLOOP_DATA_DIR, or share one Redis with REDIS_URL",
+                        config.data_dir.display()
+                    );
+                }
+                RedisServer::stop_orphan(&dir).await;
                 let opts = RedisServerOptions {
                     bin: config.redis_server_bin.clone(),
                     dir: config.data_dir.join("redis"),
@@ -232,7 +249,7 @@ impl Application {
                 let server = RedisServer::start(opts).await?;
                 tracing::info!(redis.port = server.port(), redis.dir = %server.dir().display(), "started supervised redis-server");
                 let url = server.url();
-                (Some(server), url)
+                (Some(server), url, Some(lock))
             }
         };
         let mut config = config;
@@ -242,7 +259,7 @@ impl Application {
             config.public_url = Some(format!("http://{local}"));
         }
         let state = Arc::new(App::new(config, &url)?);
-        Ok(Application { listener, state, redis })
+        Ok(Application { listener, state, redis, _redis_lock: lock })
     }
 
     /// The port actually bound.
@@ -264,8 +281,27 @@ impl Application {
     ///
     /// Errors: the accept loop failed.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, state, mut redis } = self;
+        let Application { listener, state, redis, _redis_lock } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Supervise our own redis-server: restart it if it dies, stop it at the end.
+        let supervisor = redis.map(|mut server| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => break,
+                    }
+                    if server.has_exited() {
+                        tracing::error!(redis.port = server.port(), "supervised redis-server exited; restarting it");
+                        if let Err(e) = server.restart().await {
+                            tracing::error!(error = %format!("{e:#}"), "restarting redis-server failed; retrying");
+                        }
+                    }
+                }
+                server
+            })
+        });
         let aggregator =
             state.config.aggregator_enabled.then(|| tokio::spawn(state.aggregator.clone().run(stop_rx.clone())));
         let pruner = {
@@ -321,8 +357,10 @@ impl Application {
                 tracing::warn!(error = %e, "final aggregation pass failed; the next start resumes it");
             }
         }
-        if let Some(r) = redis.as_mut() {
-            r.stop().await;
+        if let Some(task) = supervisor {
+            if let Ok(mut server) = task.await {
+                server.stop().await;
+            }
         }
         tracing::info!("stopped");
         result

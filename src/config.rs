@@ -245,10 +245,8 @@ impl Config {
     pub fn validate(self) -> anyhow::Result<Config> {
         if let Some(u) = &self.public_url {
             let parsed = url::Url::parse(u).with_context(|| format!("public_url: not a URL: {u}"))?;
-            if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() || u.ends_with('/') {
-                bail!(
-                    "public_url: must be an http(s) URL without query or trailing slash, e.g. https://go.example.com"
-                );
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
+                bail!("public_url: must be an http(s) URL without query, e.g. https://go.example.com");
             }
         }
         self.tz()?;
@@ -293,7 +291,9 @@ impl Config {
 
     /// Base URL of minted links.
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+        self.public_url
+            .as_deref()
+            .map_or_else(|| format!("http://{}", self.listen), |u| u.trim_end_matches('/').to_owned())
     }
 
     /// Click record lifetime: attribution window + grace.
@@ -410,8 +410,12 @@ mod tests {
         assert!(format!("{e:#}").contains("listen"), "{e:#}");
         let e = Config::from_toml_str("timezone = 'Mars/Olympus'").unwrap_err();
         assert!(format!("{e:#}").contains("timezone"));
-        let e = Config::from_toml_str("public_url = 'https://x.example/'").unwrap_err();
+        let e = Config::from_toml_str("public_url = 'https://x.example/?a=1'").unwrap_err();
         assert!(format!("{e:#}").contains("public_url"));
+        assert_eq!(
+            Config::from_toml_str("public_url = 'https://x.example/'").unwrap().public_url(),
+            "https://x.example"
+        );
         let e = Config::from_toml_str("bogus = 1").unwrap_err();
         assert!(format!("{e:#}").contains("bogus"), "{e:#}");
         let e = Config::from_toml_str("[keys]\nlink = [{kid = 1, secret = 'short'}]").unwrap_err();

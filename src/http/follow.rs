@@ -109,7 +109,8 @@ fn too_many_requests_page() -> Response {
     res
 }
 
-fn invalid_link_page() -> Response {
+/// The `404` page a shopper sees for a broken, forged or unknown link.
+pub fn invalid_link_page() -> Response {
     let mut res = (StatusCode::NOT_FOUND, INVALID_LINK_PAGE).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

@@ -91,8 +91,13 @@ fn overload_error(e: &tower::BoxError) -> Response {
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+/// Unknown routes: shoppers (`/j…`) get the short invalid-link page, API clients JSON.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/j") {
+        follow::invalid_link_page()
+    } else {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
+    }
 }
 
 async fn method_not_allowed() -> ApiError {

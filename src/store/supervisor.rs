@@ -129,6 +129,39 @@ impl RedisServer {
         bail!("redis-server on port {} did not answer PING within 10 s", self.port)
     }
 
+    /// Whether the process has exited (crashed or killed).
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    /// Stops a `redis-server` left running on `dir`'s unix socket by an earlier
+    /// process that died without stopping it (`SHUTDOWN`, which saves), so two
+    /// servers never share one data directory. Waits up to 5 s.
+    pub async fn stop_orphan(dir: &Path) {
+        let sock = dir.join("redis.sock");
+        if !sock.exists() {
+            return;
+        }
+        let url = format!("redis+unix://{}", sock.display());
+        if let Ok(client) = redis::Client::open(url.as_str()) {
+            if let Ok(Ok(mut c)) =
+                tokio::time::timeout(Duration::from_millis(500), client.get_multiplexed_async_connection()).await
+            {
+                tracing::warn!(redis.dir = %dir.display(), "stopping a redis-server left running by an earlier process");
+                let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut c).await;
+                for _ in 0..100 {
+                    if !sock.exists() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
     /// The TCP port.
     pub fn port(&self) -> u16 {
         self.port

@@ -327,3 +327,40 @@ async fn sigterm_under_load_finishes_in_flight_and_exits_zero() {
     let sent: HashSet<String> = tokens.into_iter().collect();
     assert!(stream.is_superset(&sent), "{} of {} tokens in the stream", stream.intersection(&sent).count(), sent.len());
 }
+
+#[tokio::test]
+async fn supervised_redis_is_restarted_and_the_data_dir_is_exclusive() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = crate::support::test_config(data.path(), "unused");
+    config.redis_url = None;
+    let app = linkloop::app::Application::build(config.clone()).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    // A second gateway on the same data dir is refused.
+    let err = linkloop::app::Application::build(config).await.unwrap_err();
+    assert!(format!("{err:#}").contains("in use by another"), "{err:#}");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    // Redis dies (as if killed): the gateway restarts it.
+    let sock = data.path().join("redis/redis.sock");
+    let mut c = redis::Client::open(format!("redis+unix://{}", sock.display()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").arg("NOSAVE").query_async(&mut c).await;
+    let mut ready = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let res = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        if res.status() == 200 {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "redis-server restarted and the gateway is ready again");
+    let _ = tx.send(());
+    assert!(handle.await.unwrap().is_ok());
+    assert!(!sock.exists(), "the supervised redis-server is stopped on exit");
+}

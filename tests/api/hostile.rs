@@ -503,7 +503,11 @@ fn rejected_click_cases(link: &str) -> Vec<Case> {
         case("bad chunked", request("GET", b"/j/x", &[("Transfer-Encoding", b"chunked")], b"zz\r\n"), Malformed),
         case("HTTP/0.9", b"GET /j/%2F%2Fevil.example\r\n\r\n".to_vec(), Malformed),
         case("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), Malformed),
-        case("no request line", b"\r\n\r\n".to_vec(), Malformed),
+        case(
+            "empty lines before the request line",
+            b"\r\n\r\nGET /j/%2F%2Fevil.example HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(),
+            Malformed,
+        ),
         case("binary garbage", (0u8..=255).cycle().take(4096).collect(), Malformed),
     ];
     if std_alphabet != link {

@@ -182,6 +182,12 @@ fn mint(config: &Config, note: &str, creator: &str, url: &str, campaign: Option<
             return ExitCode::from(64);
         }
     };
+    if secrets.dev_keys {
+        eprintln!(
+            "linkloop: WARNING: using generated development keys from {} (set [keys] in a config file for production)",
+            config.data_dir.join("dev-keys.toml").display()
+        );
+    }
     let req = linkloop::link::MintRequest { note, creator_id: creator, url, campaign };
     let now_s = u32::try_from(linkloop::click::now_ms() / 1000).unwrap_or(u32::MAX);
     match linkloop::link::mint(&req, &secrets.link_keys, &config.public_url(), now_s) {
