@@ -357,10 +357,10 @@ impl Application {
                 tracing::warn!(error = %e, "final aggregation pass failed; the next start resumes it");
             }
         }
-        if let Some(task) = supervisor {
-            if let Ok(mut server) = task.await {
-                server.stop().await;
-            }
+        if let Some(task) = supervisor
+            && let Ok(mut server) = task.await
+        {
+            server.stop().await;
         }
         tracing::info!("stopped");
         result

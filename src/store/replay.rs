@@ -23,10 +23,11 @@ pub async fn run(store: Store, spool: Spool, redis_up: Arc<AtomicBool>, mut shut
     loop {
         let up = store.ping().await;
         redis_up.store(up, Ordering::Relaxed);
-        if up && spool.pending() > 0 {
-            if let Err(e) = replay_once(&store, &spool).await {
-                tracing::warn!(error = %e, "spool replay interrupted; will retry");
-            }
+        if up
+            && spool.pending() > 0
+            && let Err(e) = replay_once(&store, &spool).await
+        {
+            tracing::warn!(error = %e, "spool replay interrupted; will retry");
         }
         if *shutdown.borrow() {
             return;

@@ -106,22 +106,18 @@ impl RedisServer {
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let url = self.tcp_url();
         for _ in 0..200 {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "redis-server exited during start ({status}); see {}",
-                        self.opts.dir.join("redis.log").display()
-                    );
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("redis-server exited during start ({status}); see {}", self.opts.dir.join("redis.log").display());
             }
-            if let Ok(client) = redis::Client::open(url.as_str()) {
-                if let Ok(Ok(mut c)) =
+            if let Ok(client) = redis::Client::open(url.as_str())
+                && let Ok(Ok(mut c)) =
                     tokio::time::timeout(Duration::from_millis(200), client.get_multiplexed_async_connection()).await
-                {
-                    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
-                    if pong.is_ok() {
-                        return Ok(());
-                    }
+            {
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
+                if pong.is_ok() {
+                    return Ok(());
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -146,18 +142,17 @@ impl RedisServer {
             return;
         }
         let url = format!("redis+unix://{}", sock.display());
-        if let Ok(client) = redis::Client::open(url.as_str()) {
-            if let Ok(Ok(mut c)) =
+        if let Ok(client) = redis::Client::open(url.as_str())
+            && let Ok(Ok(mut c)) =
                 tokio::time::timeout(Duration::from_millis(500), client.get_multiplexed_async_connection()).await
-            {
-                tracing::warn!(redis.dir = %dir.display(), "stopping a redis-server left running by an earlier process");
-                let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut c).await;
-                for _ in 0..100 {
-                    if !sock.exists() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+        {
+            tracing::warn!(redis.dir = %dir.display(), "stopping a redis-server left running by an earlier process");
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut c).await;
+            for _ in 0..100 {
+                if !sock.exists() {
+                    break;
                 }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -196,10 +191,10 @@ impl RedisServer {
     /// Stops the server cleanly (`SHUTDOWN`, which fsyncs the append-only file), waiting up to 5 s.
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        if let Ok(client) = redis::Client::open(self.tcp_url().as_str()) {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut c).await;
-            }
+        if let Ok(client) = redis::Client::open(self.tcp_url().as_str())
+            && let Ok(mut c) = client.get_multiplexed_async_connection().await
+        {
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut c).await;
         }
         if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
             let _ = child.kill().await;
