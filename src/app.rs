@@ -99,6 +99,7 @@ impl App {
             AggregatorOptions {
                 batch: config.aggregator_batch,
                 click_ttl_ms: u64::try_from(config.click_ttl().as_millis()).unwrap_or(u64::MAX),
+                repeat_window_ms: config.repeat_click_window_seconds.saturating_mul(1000),
                 tz: config.tz()?,
             },
             metrics.clone(),

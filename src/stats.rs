@@ -242,8 +242,12 @@ pub fn cvr(conversions: u64, clicks: u64) -> f64 {
 pub struct DayStats {
     /// The day, `YYYY-MM-DD` in the report's time zone.
     pub date: String,
-    /// Clicks on tracked links (redirects recorded).
+    /// Clicks on tracked links (human redirects recorded; bots and previews never count).
     pub clicks: u64,
+    /// Of `clicks`, repeats: the same visitor on the same note and item within the
+    /// repeat window (`clicks - repeat_clicks` are unique clicks). Omitted when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeat_clicks: u64,
     /// Unique visitors (HyperLogLog estimate, ~0.81% standard error).
     pub uv: u64,
     /// Paid orders attributed to the clicks.
@@ -270,13 +274,14 @@ impl DayStats {
         fields: impl IntoIterator<Item = (&'a str, &'a str)>,
         uv: u64,
     ) -> DayStats {
-        let (mut clicks, mut conversions, mut refunds) = (0u64, 0u64, 0u64);
+        let (mut clicks, mut conversions, mut refunds, mut repeat_clicks) = (0u64, 0u64, 0u64, 0u64);
         let mut gmv: BTreeMap<String, i64> = BTreeMap::new();
         for (name, value) in fields {
             let Ok(v) = value.trim().parse::<i64>() else { continue };
             let count = u64::try_from(v).unwrap_or(0);
             match name {
                 "clicks" => clicks = clicks.saturating_add(count),
+                "repeat_clicks" => repeat_clicks = repeat_clicks.saturating_add(count),
                 "conversions" => conversions = conversions.saturating_add(count),
                 "refunds" => refunds = refunds.saturating_add(count),
                 _ => {
@@ -295,8 +300,22 @@ impl DayStats {
             }
         }
         let gmv_fen = gmv.get(GMV_FEN_CURRENCY).copied().unwrap_or(0);
-        DayStats { date: date.into(), clicks, uv, conversions, refunds, gmv_fen, gmv, cvr: cvr(conversions, clicks) }
+        DayStats {
+            date: date.into(),
+            clicks,
+            repeat_clicks,
+            uv,
+            conversions,
+            refunds,
+            gmv_fen,
+            gmv,
+            cvr: cvr(conversions, clicks),
+        }
     }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// An ISO-4217 alphabetic code: three ASCII capitals.
@@ -309,6 +328,9 @@ fn is_currency(s: &str) -> bool {
 pub struct Totals {
     /// Clicks over the range.
     pub clicks: u64,
+    /// Repeat clicks over the range (see [`DayStats::repeat_clicks`]). Omitted when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeat_clicks: u64,
     /// Unique visitors over the whole range: the HyperLogLog union of the days
     /// (a visitor seen on several days counts once), not the sum of the days.
     pub uv: u64,
@@ -328,9 +350,11 @@ impl Totals {
     /// Sums `days`; `uv` is given (the union count over the range).
     pub fn of(days: &[DayStats], uv: u64) -> Totals {
         let (mut clicks, mut conversions, mut refunds, mut gmv_fen) = (0u64, 0u64, 0u64, 0i64);
+        let mut repeat_clicks = 0u64;
         let mut gmv: BTreeMap<String, i64> = BTreeMap::new();
         for d in days {
             clicks = clicks.saturating_add(d.clicks);
+            repeat_clicks = repeat_clicks.saturating_add(d.repeat_clicks);
             conversions = conversions.saturating_add(d.conversions);
             refunds = refunds.saturating_add(d.refunds);
             gmv_fen = gmv_fen.saturating_add(d.gmv_fen);
@@ -339,7 +363,7 @@ impl Totals {
                 *net = net.saturating_add(*v);
             }
         }
-        Totals { clicks, uv, conversions, refunds, gmv_fen, gmv, cvr: cvr(conversions, clicks) }
+        Totals { clicks, repeat_clicks, uv, conversions, refunds, gmv_fen, gmv, cvr: cvr(conversions, clicks) }
     }
 }
 

@@ -38,7 +38,7 @@ pub const IDLE: Duration = Duration::from_millis(50);
 /// Applies a batch of click-stream entries atomically; returns how many were new.
 ///
 /// ARGV: cursor key, last stream id of the batch, n (entries), m (distinct dimension values in the batch),
-/// then m agg keys, then the m matching uv keys, then per entry 9 values:
+/// then m agg keys, then the m matching uv keys, then the repeat window (ms), then per entry 10 values:
 /// stream id, click key, packed click record, expire-at (Unix ms), visitor
 /// (ip hash), and four 1-based indexes into the key tables (note, creator, item, platform).
 /// Entries whose click key is empty are malformed: passed over, never counted.
@@ -55,16 +55,20 @@ if cursor and not after(ARGV[2], cursor) then return 0 end
 local n, m = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cnt, vis = {}, {}
 local new = 0
-local base = 4 + 2 * m
+local rep = {}
+local window = ARGV[5 + 2 * m]
+local base = 5 + 2 * m
 for i = 0, n - 1 do
-  local b = base + i * 9
+  local b = base + i * 10
   local ck = ARGV[b + 2]
   if ck ~= '' and redis.call('SET', ck, ARGV[b + 3], 'NX', 'PXAT', ARGV[b + 4]) then
     new = new + 1
     local v = ARGV[b + 5]
+    local repeated = not redis.call('SET', ARGV[b + 10], '1', 'NX', 'PX', window)
     for j = 6, 9 do
       local d = tonumber(ARGV[b + j])
       cnt[d] = (cnt[d] or 0) + 1
+      if repeated then rep[d] = (rep[d] or 0) + 1 end
       local t = vis[d]
       if not t then t = {}; vis[d] = t end
       t[#t + 1] = v
@@ -72,6 +76,7 @@ for i = 0, n - 1 do
   end
 end
 for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[4 + d], 'clicks', c) end
+for d, c in pairs(rep) do redis.call('HINCRBY', ARGV[4 + d], 'repeat_clicks', c) end
 for d, t in pairs(vis) do redis.call('PFADD', ARGV[4 + m + d], unpack(t)) end
 redis.call('SET', ARGV[1], ARGV[2])
 return new
@@ -84,6 +89,8 @@ pub struct AggregatorOptions {
     pub batch: usize,
     /// Click record lifetime after the click (attribution window + grace), ms.
     pub click_ttl_ms: u64,
+    /// Window within which a visitor's click on the same note and item is a repeat, ms.
+    pub repeat_window_ms: u64,
     /// Time zone whose calendar days the counters use.
     pub tz: Tz,
 }
@@ -202,14 +209,14 @@ impl Aggregator {
         let mut dims: Vec<(String, String)> = Vec::new();
         let mut index = std::collections::HashMap::<String, usize>::new();
         let mut day_cache: Option<(u64, String)> = None;
-        // Per entry: stream id, click key, packed record, expire-at ms, visitor, key-table indexes.
-        type Row<'a> = (&'a str, String, String, u64, String, [usize; 4]);
+        // Per entry: stream id, click key, packed record, expire-at ms, visitor, key-table indexes, repeat key.
+        type Row<'a> = (&'a str, String, String, u64, String, [usize; 4], String);
         let mut rows: Vec<Row<'_>> = Vec::with_capacity(entries.len());
         for e in entries {
             let [tok, packed] = &e.fields;
             let Some(rec) = ClickRecord::from_packed(packed).filter(|_| uuid::Uuid::try_parse(tok).is_ok()) else {
                 tracing::warn!(stream.id = %e.id, "aggregator: skipping malformed click-stream entry");
-                rows.push((&e.id, String::new(), String::new(), 0, String::new(), [1; 4]));
+                rows.push((&e.id, String::new(), String::new(), 0, String::new(), [1; 4], String::new()));
                 continue;
             };
             // Days change rarely within a batch: recompute only when the minute changes.
@@ -238,7 +245,8 @@ impl Aggregator {
                 })
             });
             let expire_at = rec.ts_ms.saturating_add(self.opts.click_ttl_ms);
-            rows.push((&e.id, keys::click(tok), packed.clone(), expire_at, rec.ip_hash.clone(), idx));
+            let seen = keys::seen(&rec.note_id, p, rec.product.item_id, &rec.ip_hash, &rec.ua);
+            rows.push((&e.id, keys::click(tok), packed.clone(), expire_at, rec.ip_hash.clone(), idx, seen));
         }
         if dims.is_empty() {
             // Only malformed entries: a placeholder key table keeps the script's indexes valid.
@@ -253,11 +261,13 @@ impl Aggregator {
         for (_, uv) in &dims {
             inv.arg(uv);
         }
-        for (id, ck, packed, expire_at, visitor, idx) in &rows {
+        inv.arg(self.opts.repeat_window_ms.max(1));
+        for (id, ck, packed, expire_at, visitor, idx, seen) in &rows {
             inv.arg(*id).arg(ck).arg(packed).arg(*expire_at).arg(visitor);
             for i in idx {
                 inv.arg(*i);
             }
+            inv.arg(seen);
         }
         let mut conn = self.conn.clone();
         inv.invoke_async(&mut conn).await

@@ -174,6 +174,9 @@ async fn thousand_concurrent_clicks_thousand_tokens_exact_counters() {
     assert_eq!(clicks, 1000);
     let clicks: u64 = r.hget(format!("ll:agg:item:jd:100002580230:{day}"), "clicks").await.unwrap();
     assert_eq!(clicks, 1000);
+    // One IP, two user-agent classes: two visitors, 998 repeats.
+    let repeats: u64 = r.hget(format!("ll:agg:note:{NOTE}:{day}"), "repeat_clicks").await.unwrap();
+    assert_eq!(repeats, 998);
     let records: Vec<String> = r.keys("ll:click:*").await.unwrap();
     assert_eq!(records.len(), 1000);
     let stored: HashSet<uuid::Uuid> = records.iter().map(|k| k["ll:click:".len()..].parse().unwrap()).collect();
