@@ -199,8 +199,8 @@ async fn clicks_show_up_in_todays_stats() {
         if first_day == last_day {
             assert_eq!(
                 v["days"],
-                json!([{"date": first_day, "clicks": N, "uv": 1, "conversions": 0, "refunds": 0,
-                "gmv_fen": 0, "gmv": {}, "cvr": 0.0}])
+                json!([{"date": first_day, "clicks": N, "repeat_clicks": N - 1, "uv": 1, "conversions": 0,
+                "refunds": 0, "gmv_fen": 0, "gmv": {}, "cvr": 0.0}])
             );
         }
     }
