@@ -37,10 +37,13 @@ pub const IDLE: Duration = Duration::from_millis(50);
 
 /// Applies a batch of click-stream entries atomically; returns how many were new.
 ///
-/// ARGV: cursor key, last stream id of the batch, n (entries), m (distinct dimension values in the batch),
-/// then m agg keys, then the m matching uv keys, then the repeat window (ms), then per entry 10 values:
-/// stream id, click key, packed click record, expire-at (Unix ms), visitor
-/// (ip hash), and four 1-based indexes into the key tables (note, creator, item, platform).
+/// ARGV: cursor key, last stream id of the batch, n (entries), m (distinct dimension
+/// values in the batch), repeat window (ms); then m agg keys; then the m matching uv
+/// keys; then per entry 9 values: stream id, click key, packed click record,
+/// expire-at (Unix ms), four 1-based indexes into the key tables (note, creator,
+/// item, platform), repeat-marker key; then per dimension value (1..=m) a count
+/// and that many distinct visitors of the batch (PFADD is idempotent, so visitors
+/// are added whether or not their click was new).
 /// Entries whose click key is empty are malformed: passed over, never counted.
 /// The whole batch is skipped when the cursor is already at or past its last id.
 const APPLY_SCRIPT: &str = r#"
@@ -52,32 +55,31 @@ local function after(a, b)
 end
 local cursor = redis.call('GET', ARGV[1])
 if cursor and not after(ARGV[2], cursor) then return 0 end
-local n, m = tonumber(ARGV[3]), tonumber(ARGV[4])
-local cnt, vis = {}, {}
+local n, m, window = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local cnt, rep = {}, {}
 local new = 0
-local rep = {}
-local window = ARGV[5 + 2 * m]
 local base = 5 + 2 * m
 for i = 0, n - 1 do
-  local b = base + i * 10
+  local b = base + i * 9
   local ck = ARGV[b + 2]
   if ck ~= '' and redis.call('SET', ck, ARGV[b + 3], 'NX', 'PXAT', ARGV[b + 4]) then
     new = new + 1
-    local v = ARGV[b + 5]
-    local repeated = not redis.call('SET', ARGV[b + 10], '1', 'NX', 'PX', window)
-    for j = 6, 9 do
+    local repeated = not redis.call('SET', ARGV[b + 9], '1', 'NX', 'PX', window)
+    for j = 5, 8 do
       local d = tonumber(ARGV[b + j])
       cnt[d] = (cnt[d] or 0) + 1
       if repeated then rep[d] = (rep[d] or 0) + 1 end
-      local t = vis[d]
-      if not t then t = {}; vis[d] = t end
-      t[#t + 1] = v
     end
   end
 end
-for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[4 + d], 'clicks', c) end
-for d, c in pairs(rep) do redis.call('HINCRBY', ARGV[4 + d], 'repeat_clicks', c) end
-for d, t in pairs(vis) do redis.call('PFADD', ARGV[4 + m + d], unpack(t)) end
+for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[5 + d], 'clicks', c) end
+for d, c in pairs(rep) do redis.call('HINCRBY', ARGV[5 + d], 'repeat_clicks', c) end
+local v = base + 9 * n + 1
+for d = 1, m do
+  local c = tonumber(ARGV[v])
+  if c > 0 then redis.call('PFADD', ARGV[5 + m + d], unpack(ARGV, v + 1, v + c)) end
+  v = v + 1 + c
+end
 redis.call('SET', ARGV[1], ARGV[2])
 return new
 "#;
@@ -209,14 +211,16 @@ impl Aggregator {
         let mut dims: Vec<(String, String)> = Vec::new();
         let mut index = std::collections::HashMap::<String, usize>::new();
         let mut day_cache: Option<(u64, String)> = None;
-        // Per entry: stream id, click key, packed record, expire-at ms, visitor, key-table indexes, repeat key.
-        type Row<'a> = (&'a str, String, String, u64, String, [usize; 4], String);
+        // Per entry: stream id, click key, packed record, expire-at ms, key-table indexes, repeat key.
+        type Row<'a> = (&'a str, String, String, u64, [usize; 4], String);
         let mut rows: Vec<Row<'_>> = Vec::with_capacity(entries.len());
+        // Distinct visitors per dimension value (index - 1).
+        let mut visitors: Vec<std::collections::BTreeSet<String>> = Vec::new();
         for e in entries {
             let [tok, packed] = &e.fields;
             let Some(rec) = ClickRecord::from_packed(packed).filter(|_| uuid::Uuid::try_parse(tok).is_ok()) else {
                 tracing::warn!(stream.id = %e.id, "aggregator: skipping malformed click-stream entry");
-                rows.push((&e.id, String::new(), String::new(), 0, String::new(), [1; 4], String::new()));
+                rows.push((&e.id, String::new(), String::new(), 0, [1; 4], String::new()));
                 continue;
             };
             // Days change rarely within a batch: recompute only when the minute changes.
@@ -246,7 +250,14 @@ impl Aggregator {
             });
             let expire_at = rec.ts_ms.saturating_add(self.opts.click_ttl_ms);
             let seen = keys::seen(&rec.note_id, p, rec.product.item_id, &rec.ip_hash, &rec.ua);
-            rows.push((&e.id, keys::click(tok), packed.clone(), expire_at, rec.ip_hash.clone(), idx, seen));
+            for i in idx {
+                if let Some(set) = visitors.get_mut(i - 1) {
+                    set.insert(rec.ip_hash.clone());
+                } else {
+                    visitors.push(std::collections::BTreeSet::from([rec.ip_hash.clone()]));
+                }
+            }
+            rows.push((&e.id, keys::click(tok), packed.clone(), expire_at, idx, seen));
         }
         if dims.is_empty() {
             // Only malformed entries: a placeholder key table keeps the script's indexes valid.
@@ -254,20 +265,30 @@ impl Aggregator {
         }
         let mut inv = self.script.prepare_invoke();
         let last_id = entries.last().map_or("0-0", |e| e.id.as_str());
-        inv.arg(keys::AGGREGATOR_CURSOR).arg(last_id).arg(rows.len()).arg(dims.len());
+        inv.arg(keys::AGGREGATOR_CURSOR)
+            .arg(last_id)
+            .arg(rows.len())
+            .arg(dims.len())
+            .arg(self.opts.repeat_window_ms.max(1));
         for (agg, _) in &dims {
             inv.arg(agg);
         }
         for (_, uv) in &dims {
             inv.arg(uv);
         }
-        inv.arg(self.opts.repeat_window_ms.max(1));
-        for (id, ck, packed, expire_at, visitor, idx, seen) in &rows {
-            inv.arg(*id).arg(ck).arg(packed).arg(*expire_at).arg(visitor);
+        for (id, ck, packed, expire_at, idx, seen) in &rows {
+            inv.arg(*id).arg(ck).arg(packed).arg(*expire_at);
             for i in idx {
                 inv.arg(*i);
             }
             inv.arg(seen);
+        }
+        for d in 0..dims.len() {
+            let set = visitors.get(d);
+            inv.arg(set.map_or(0, |s| s.len()));
+            for v in set.into_iter().flatten() {
+                inv.arg(v);
+            }
         }
         let mut conn = self.conn.clone();
         inv.invoke_async(&mut conn).await
