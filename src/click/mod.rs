@@ -1,9 +1,10 @@
 //! Clicks: the click token, the user-agent class, the visitor hash and the
 //! click record that the redirect makes durable.
 //!
-//! Owns: what a click *is*. How it is written lives in [`crate::store`]; what
-//! happens when it cannot be written lives in [`Durability`] (the seam where a
-//! local spool plugs in). Never builds URLs, never reads request types.
+//! Owns: what a click *is*, and the local durable [`spool`] a click falls back
+//! to when Redis cannot take it in time ([`Durability`] says where it went).
+//! How it is written to Redis lives in [`crate::store`]. Never builds URLs,
+//! never reads request types.
 
 use std::net::IpAddr;
 
