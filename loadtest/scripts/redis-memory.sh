@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Redis memory per recorded click at N clicks (default 10^6), measured with INFO memory:
+# N click-stream entries shaped like the redirect's (distinct tokens, 1,000 notes, 200 creators,
+# 50 items, 100k visitors) are appended, a gateway's aggregator turns them into click records,
+# repeat markers, counters and HLLs, then (used_memory after - before) / N is printed,
+# with the stream's share (MEMORY USAGE ll:clicks) and one click record's MEMORY USAGE.
+# Usage: loadtest/scripts/redis-memory.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N=${1:-1000000}
+cargo build --release --bin linkloop -q
+WORK=$(mktemp -d)
+PORT=18399
+trap 'redis-cli -p $PORT shutdown nosave >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+redis-server --port $PORT --save '' --appendonly no --daemonize yes --dir "$WORK" --logfile "$WORK/redis.log"
+sleep 0.5
+R="redis-cli -p $PORT"
+BEFORE=$($R info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')
+NOW_MS=$(($(date +%s) * 1000))
+# Append N entries in chunks of 10,000 (one Lua call each), in the exact format of src/store (tok, rec).
+for ((start = 0; start < N; start += 10000)); do
+  $R eval "
+    local start, n, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+    for i = start, start + n - 1 do
+      local tok = string.format('0192f0c1-%04x-7%03x-8%03x-%012x', i % 65536, i % 4096, (i * 7) % 4096, i)
+      local rec = '1|' .. (now + i) .. '|' .. string.format('%024x', i % 1000) .. '|creator' .. (i % 200) ..
+        '|taobao|' .. (567873872517 + i % 50) .. '|||' .. string.format('%016x', (i * 2654435761) % 100000) ..
+        '|app|www.xiaohongshu.com'
+      redis.call('XADD', 'll:clicks', 'MAXLEN', '~', 2000000, '*', 'tok', tok, 'rec', rec)
+    end
+    return 1" 0 $start $((N - start < 10000 ? N - start : 10000)) $NOW_MS >/dev/null
+done
+AFTER_STREAM=$($R info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')
+# A gateway (aggregator only) turns the stream into records, counters and HLLs.
+cat > "$WORK/agg.toml" <<TOML
+listen = "127.0.0.1:18398"
+data_dir = "$WORK/data"
+redis_url = "redis://127.0.0.1:$PORT/"
+TOML
+./target/release/linkloop serve --config "$WORK/agg.toml" >"$WORK/gw.log" 2>&1 &
+LAST=""
+for _ in $(seq 600); do
+  CUR=$($R get ll:agg:cursor)
+  TAIL=$($R xrevrange ll:clicks + - COUNT 1 | head -1)
+  [ -n "$CUR" ] && [ "$CUR" = "$TAIL" ] && break
+  sleep 0.5
+done
+AFTER=$($R info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')
+STREAM=$($R memory usage ll:clicks SAMPLES 0)
+ONE=$($R memory usage "ll:click:$(printf '0192f0c1-%04x-7%03x-8%03x-%012x' 5 5 35 5)")
+RECORDS=$($R eval "return #redis.call('keys', 'll:click:*')" 0)
+echo "clicks: $N, click records: $RECORDS, aggregation: $($R get ll:agg:cursor)"
+echo "used_memory: before=$BEFORE after_stream=$AFTER_STREAM after_aggregation=$AFTER"
+echo "stream (MEMORY USAGE ll:clicks): $STREAM bytes = $((STREAM / N)) bytes/click"
+echo "one click record (MEMORY USAGE): $ONE bytes"
+echo "total per recorded click: $(((AFTER - BEFORE) / N)) bytes (stream + click record + repeat marker + counters/HLLs)"
