@@ -69,6 +69,8 @@ pub struct Metrics {
     pub nonbillable: Family<ReasonLabels, Counter>,
     /// `linkloop_nonbillable_unrecorded_total`: non-billable requests Redis did not take (best effort).
     pub nonbillable_unrecorded: Counter,
+    /// `linkloop_rate_limiter_keys`: client IPs tracked by the per-IP limiters (pruned every 10 s).
+    pub rate_limiter_keys: Gauge,
     /// `linkloop_clicks_rate_limited_total`: `/j/` requests refused with `429` (hard per-IP limit).
     pub clicks_rate_limited: Counter,
     /// `linkloop_links_rejected_total{reason}`: tracked links that failed verification.
@@ -145,6 +147,8 @@ impl Metrics {
             "Non-billable requests Redis did not take",
             nonbillable_unrecorded.clone(),
         );
+        let rate_limiter_keys = Gauge::default();
+        registry.register("rate_limiter_keys", "Client IPs tracked by the per-IP limiters", rate_limiter_keys.clone());
         let clicks_rate_limited = Counter::default();
         registry.register("clicks_rate_limited", "Redirect requests refused with 429", clicks_rate_limited.clone());
         let links_rejected = Family::<ReasonLabels, Counter>::default();
@@ -183,6 +187,7 @@ impl Metrics {
             nonbillable,
             nonbillable_unrecorded,
             clicks_rate_limited,
+            rate_limiter_keys,
             links_rejected,
             links_minted,
             conversions,

@@ -40,6 +40,8 @@ pub async fn get_openapi() -> Response {
 /// Prometheus text exposition of every metric.
 pub async fn get_metrics(State(app): State<AppState>) -> Response {
     app.metrics.observe_spool(&app.spool.stats);
+    let keys = app.ip_soft_limiter.len() + app.ip_hard_limiter.len();
+    app.metrics.rate_limiter_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
     let mut res = app.metrics.encode().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
