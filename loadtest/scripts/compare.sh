@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Same-sitting comparison of the redirect against an nginx `return 302` baseline.
-# Server side (nginx, or linkloop + its redis-server) is pinned to CPU 0, wrk to CPU 1.
+# Server side (nginx, or linkloop + its redis-server) is pinned to CPU 0, wrk and the
+# load tester (linkloop-loadtest, single-threaded) to CPU 1. Each target is measured by wrk
+# and then by the load tester right after it; the tester's ratio to wrk shows its own overhead
+# (it must reach >= 80% of wrk against nginx). Last, a verified scenario run against linkloop.
 # Usage: loadtest/scripts/compare.sh [duration_s=10] [connections=64]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +14,7 @@ for bin in nginx wrk redis-server; do
   command -v $bin >/dev/null 2>&1 || { $SUDO apt-get update -qq; $SUDO apt-get install -y -qq nginx wrk redis-server >/dev/null; break; }
 done
 cargo build --release --bin linkloop -q
+cargo build --release -p loadtest -q
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; sleep 0.5; rm -rf "$WORK"' EXIT
 
@@ -34,27 +38,109 @@ NGX
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK"
 sleep 0.5
 
+MERCHANT_SECRET=bench-merchant-secret-0123456789abcdef-0123
+# wrk and the plain tester send everything from 127.0.0.1: lift the per-client click limits so
+# the redirect is measured, not the 429 page; the scenario sends X-Forwarded-For per click.
+cat > "$WORK/linkloop.toml" <<TOML
+merchant_rate_limit_per_second = 1000000
+admin_rate_limit_per_second = 10000
+click_soft_limit_per_minute = 1000000000
+click_hard_limit_per_minute = 1000000000
+trusted_proxies = ["127.0.0.1/32"]
+[[merchants]]
+id = "bench-merchant"
+platforms = ["taobao", "tmall", "jd"]
+secrets = [{ kid = 1, secret = "$MERCHANT_SECRET" }]
+TOML
 export LINKLOOP_DATA_DIR="$WORK/data" LINKLOOP_LISTEN="127.0.0.1:$LL_PORT" TOKIO_WORKER_THREADS=1
-taskset -c 0 ./target/release/linkloop serve >"$WORK/linkloop.log" 2>&1 &
+taskset -c 0 ./target/release/linkloop serve --config "$WORK/linkloop.toml" >"$WORK/linkloop.log" 2>&1 &
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$LL_PORT/readyz" >/dev/null && break; sleep 0.1; done
-LINK=$(./target/release/linkloop mint --note 65682d4500000000380339a5 --creator bench_creator \
+LINK=$(./target/release/linkloop mint --config "$WORK/linkloop.toml" --note 65682d4500000000380339a5 --creator bench_creator \
   --url 'https://item.taobao.com/item.htm?id=533000737918')
 
-run_wrk() { taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$1" | tee -a "$WORK/wrk.txt"; }
+# A phone browser: without a browser-like User-Agent the gateway records a bot (non-billable).
+UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148'
+run_wrk() { taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H "User-Agent: $UA" "$1" | tee -a "$WORK/wrk.txt"; }
 rps() { awk '/Requests\/sec/ {print $2}'; }
 p99() { awk '/ 99%/ {print $2}'; }
+LT=./target/release/linkloop-loadtest
+# run_lt NAME ARGS...: the load tester on CPU 1, one thread; summary in $WORK/lt-NAME.json.
+run_lt() {
+  local name=$1; shift
+  taskset -c 1 "$LT" --threads 1 --progress off -c "$CONNS" -d "${DUR}s" --json "$WORK/lt-$name.json" "$@" \
+    >"$WORK/lt-$name.txt" 2>&1 || echo "linkloop-loadtest $name: exit $?" >>"$WORK/lt-$name.txt"
+}
+# lt_get NAME FIELD: req/s or p99 of the GET endpoint of a tester summary.
+lt_get() {
+  python3 - "$WORK/lt-$1.json" "$2" <<'PY'
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+except Exception:
+    print("n/a"); sys.exit()
+e = next((e for e in s["endpoints"] if e["endpoint"] == "click_get"), None)
+if e is None:
+    print("n/a")
+elif sys.argv[2] == "rps":
+    print(f'{e["rps"]:.2f}')
+else:
+    print(f'{e["latency_us"]["p99"] / 1000:.2f}ms')
+PY
+}
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a > 0) printf "%.1f%%", 100*a/b; else print "n/a" }'; }
 
 echo "== nginx return 302 =="; N=$(run_wrk "http://127.0.0.1:$NGINX_PORT/j/x")
 echo "$N" | grep -E "Requests/sec| 99%|Non-2xx"
+echo "== nginx return 302, load tester (plain) =="
+run_lt nginx --target-kind plain --user-agent "$UA" "http://127.0.0.1:$NGINX_PORT/j/x"
+grep -E "^GET|status" "$WORK/lt-nginx.txt" || cat "$WORK/lt-nginx.txt"
 echo "== linkloop /j/{link} (clicks recorded in Redis, appendonly everysec) =="; L=$(run_wrk "$LINK")
 echo "$L" | grep -E "Requests/sec| 99%|Non-2xx|Socket errors"
+echo "== linkloop /j/{link}, load tester (plain) =="
+run_lt link --target-kind plain --user-agent "$UA" "$LINK"
+grep -E "^GET|status" "$WORK/lt-link.txt" || cat "$WORK/lt-link.txt"
 REDIS_CLI="redis-cli -s $WORK/data/redis/redis.sock"
 CLICKS=$($REDIS_CLI XLEN ll:clicks)
+$REDIS_CLI INFO commandstats | grep -E "cmdstat_(xadd|evalsha|xread)" || true
+
+# Conversion callbacks: distinct orders against one real click, pre-signed (valid 300 s).
+# (A browser User-Agent: a bot's click is non-billable and cannot be attributed.)
+TOKEN=$(curl -s -A "$UA" -o /dev/null -w '%{redirect_url}' "$LINK" | sed -E 's/.*ll_ct=([^&]+).*/\1/')
+python3 - "$TOKEN" "$MERCHANT_SECRET" > "$WORK/callbacks.tsv" <<'PY'
+import hmac, hashlib, json, sys, time, datetime
+token, secret = sys.argv[1], sys.argv[2].encode()
+t = int(time.time())
+at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+for i in range(300000):
+    body = json.dumps({"click_token": token, "order_id": f"B-{i}", "status": "paid", "amount": 100 + i % 900,
+                       "occurred_at": at}, separators=(",", ":"))
+    sig = hmac.new(secret, f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
+    print(f"t={t},k=1,v1={sig}\t{body}")
+PY
+echo "== linkloop POST /v1/conversions (signature + attribution + idempotency) =="
+C=$(CALLBACKS="$WORK/callbacks.tsv" taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -s loadtest/scripts/callback.lua "http://127.0.0.1:$LL_PORT")
+echo "$C" | grep -E "Requests/sec| 99%|status"
+CR=$(echo "$C" | rps)
 NR=$(echo "$N" | rps); LR=$(echo "$L" | rps)
+LTN=$(lt_get nginx rps); LTL=$(lt_get link rps)
+
+# The realistic scenario, verified: minted links over many notes, Zipf popularity, UA mix with
+# bots and HEADs, conversions (some delivered twice, some refunded), per-click client addresses;
+# then every click token and conversion is checked against the stats API and the Redis streams.
+ADMIN_TOKEN=$(awk -F'"' '/^admin_token/ {print $2}' "$WORK/data/dev-keys.toml")
+echo "== linkloop scenario, load tester (closed loop, verified) =="
+LINKLOOP_ADMIN_TOKEN="$ADMIN_TOKEN" LINKLOOP_MERCHANT_SECRET="$MERCHANT_SECRET" run_lt scenario \
+  --merchant bench-merchant --redis-url "unix://$WORK/data/redis/redis.sock" "http://127.0.0.1:$LL_PORT"
+cat "$WORK/lt-scenario.txt"
+
 echo
 printf "%-28s %12s %10s\n" target "req/s" p99
 printf "%-28s %12s %10s\n" "nginx return 302" "$NR" "$(echo "$N" | p99)"
 printf "%-28s %12s %10s\n" "linkloop /j/{link}" "$LR" "$(echo "$L" | p99)"
-echo "ratio linkloop/nginx: $(awk -v a="$LR" -v b="$NR" 'BEGIN {printf "%.1f%%", 100*a/b}')"
-echo "clicks in stream: $CLICKS"
-$REDIS_CLI INFO commandstats | grep -E "cmdstat_(xadd|evalsha|xreadgroup)" || true
+printf "%-28s %12s %10s\n" "linkloop POST conversions" "$CR" "$(echo "$C" | p99)"
+printf "%-28s %12s %10s\n" "nginx (load tester)" "$LTN" "$(lt_get nginx p99)"
+printf "%-28s %12s %10s\n" "linkloop /j/ (load tester)" "$LTL" "$(lt_get link p99)"
+echo "ratio linkloop/nginx: $(pct "$LR" "$NR")"
+echo "load tester / wrk: nginx $(pct "$LTN" "$NR"), linkloop $(pct "$LTL" "$LR") (target >= 80% against nginx)"
+echo "scenario verification: $(grep -E '^VERIFICATION' "$WORK/lt-scenario.txt" || echo 'did not run')"
+echo "clicks in stream: $CLICKS; conversions in stream: $($REDIS_CLI XLEN ll:conversions)"

@@ -1,4 +1,43 @@
-fn main() {
-    eprintln!("linkloop-loadtest: not built yet");
-    std::process::exit(2);
+//! `linkloop-loadtest`: see the library (`loadtest::run`) for what it does.
+//! Exit status: 0 when the run (and its verification) passed, 1 when the verification
+//! found a difference, 2 on an error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let opts = loadtest::Opts::parse();
+    let json = opts.json.clone();
+    let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let rt = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("linkloop-loadtest: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(loadtest::run_until(opts, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }));
+    match result {
+        Ok(summary) => {
+            print!("{}", summary.render());
+            if let Some(p) = json {
+                println!("summary written to {}", p.display());
+            }
+            if summary.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("linkloop-loadtest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,0 +1,300 @@
+//! Command-line options ([`Opts`]) and their small parsers (durations, the UA mix).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// `linkloop-loadtest [OPTIONS] <BASE_URL>`: drive a linkloop gateway (or any URL with
+/// `--target-kind plain`) and verify afterwards that every click and conversion was
+/// recorded exactly once.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "linkloop-loadtest", version, about, long_about = None)]
+pub struct Opts {
+    /// Gateway base URL (`http://host:port`); with `--target-kind plain`, the URL to GET.
+    pub base_url: String,
+
+    /// Connections for the click traffic (each: one HTTP/1.1 keep-alive connection, one request at a time).
+    #[arg(short = 'c', long, default_value_t = 64)]
+    pub connections: usize,
+
+    /// Open loop: click requests per second on a fixed schedule; latency is measured from each
+    /// request's planned send time (no coordinated omission). Without it: closed loop, as fast as
+    /// the connections go.
+    #[arg(short = 'R', long)]
+    pub rate: Option<f64>,
+
+    /// How long to send click traffic (e.g. `10s`, `500ms`, `2m`). With `--requests`, whichever ends first.
+    #[arg(short = 'd', long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+
+    /// Stop after this many click requests (GET + HEAD).
+    #[arg(short = 'n', long)]
+    pub requests: Option<u64>,
+
+    /// HTTP client of the click connections: `raw` (a minimal HTTP/1.1 client, no allocation
+    /// per request) or `hyper` (hyper 1's connection API; nearly twice the CPU per request).
+    #[arg(long, value_enum, default_value_t = crate::clicks::ClientKind::Raw)]
+    pub client: crate::clicks::ClientKind,
+
+    /// Per-request time limit; a request past it counts as a `timeout` error.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+
+    /// What the target is: `linkloop` (mint links, realistic traffic, verification) or `plain`
+    /// (GET the one URL with `--user-agent`; no minting, no conversions, no verification).
+    #[arg(long, value_enum, default_value_t = TargetKind::Linkloop)]
+    pub target_kind: TargetKind,
+
+    /// `User-Agent` of `--target-kind plain` requests (the gateway counts only browser-like agents as clicks).
+    #[arg(long, default_value = "linkloop-loadtest")]
+    pub user_agent: String,
+
+    /// Admin bearer token of the gateway (minting links, stats API).
+    #[arg(long, env = "LINKLOOP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Product URLs: a TSV with columns input, platform, kind, expected_item_id, note; rows with
+    /// platform taobao/tmall/jd and an expected_item_id are used. Default: the workspace's
+    /// `tests/data/real-links.tsv`.
+    #[arg(long)]
+    pub urls: Option<PathBuf>,
+
+    /// Tracked links to mint (spread over the notes and the product URLs).
+    #[arg(long, default_value_t = 200)]
+    pub links: usize,
+
+    /// Distinct notes (fresh random ids per run, so stats start from zero).
+    #[arg(long, default_value_t = 50)]
+    pub notes: usize,
+
+    /// Distinct creators (each note belongs to one creator).
+    #[arg(long, default_value_t = 10)]
+    pub creators: usize,
+
+    /// Zipf exponent of link popularity (link of rank k is clicked ∝ 1/k^s; 0 = uniform).
+    #[arg(long, default_value_t = 1.1)]
+    pub zipf_s: f64,
+
+    /// User-agent mix, relative weights of `app` (WeChat / RED in-app browsers), `mobile`, `desktop`, `bot`.
+    #[arg(long, value_parser = UaMix::parse, default_value = "app=50,mobile=25,desktop=15,bot=10")]
+    pub ua_mix: UaMix,
+
+    /// Share of click requests sent as `HEAD` (never a click: the gateway records it as non-billable).
+    #[arg(long, default_value_t = 0.05)]
+    pub head_share: f64,
+
+    /// Whether the gateway counts bot clicks as clicks; sets the expected click counts. Since
+    /// the abuse-control change the gateway records bots (and HEADs) as non-billable: `false`.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub bots_counted: bool,
+
+    /// Distinct client addresses sent in `X-Forwarded-For`: click `n` comes from address
+    /// `n mod N` of 198.18.0.0/15 (the benchmarking range, at most 131072), so per-client
+    /// limits and unique visitors see many shoppers; 0 sends no header. The gateway believes
+    /// the header only from a trusted proxy: list the tester's address in its `trusted_proxies`.
+    #[arg(long, default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(0..=131_072))]
+    pub client_ips: u32,
+
+    /// Share of counted `GET` clicks (non-bot) followed by a signed `paid` conversion.
+    #[arg(long, default_value_t = 0.05)]
+    pub conversion_share: f64,
+
+    /// Longest random delay (uniform from 0) between a click and its conversion, and between a
+    /// conversion and its duplicate delivery or refund.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub conversion_delay: Duration,
+
+    /// Share of accepted conversions delivered a second time (must answer `200` duplicate).
+    #[arg(long, default_value_t = 0.2)]
+    pub duplicate_share: f64,
+
+    /// Share of accepted conversions later refunded (a random part or all of the amount).
+    #[arg(long, default_value_t = 0.2)]
+    pub refund_share: f64,
+
+    /// Merchant id for conversion callbacks (`Linkloop-Merchant`); must be allowed on taobao, tmall and jd.
+    /// Without it (or without a secret) no conversions are sent.
+    #[arg(long)]
+    pub merchant: Option<String>,
+
+    /// The merchant's signing secret.
+    #[arg(long, env = "LINKLOOP_MERCHANT_SECRET", hide_env_values = true)]
+    pub merchant_secret: Option<String>,
+
+    /// Key id of the merchant secret.
+    #[arg(long, default_value_t = 1)]
+    pub kid: u8,
+
+    /// Conversion callbacks in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub conversion_concurrency: usize,
+
+    /// Skip the verification phase.
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Longest wait for the gateway's asynchronous counters to match.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub verify_timeout: Duration,
+
+    /// Redis of the gateway: also check, token by token, that every counted click is in the stream
+    /// `ll:clicks` exactly once, that no HEAD or uncounted bot is, and that those are in
+    /// `ll:nonbillable` once.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Progress output: `auto` (a bar on a terminal, plain lines otherwise), `bar`, `lines`, `off`.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+
+    /// Runtime worker threads (default: the CPUs this process may use; 1 = a single-threaded runtime).
+    /// Used by the binary only.
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Random seed (default: from the clock). The same seed gives the same choices, not the same timing.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl Opts {
+    /// Options as the command line `linkloop-loadtest ARGS… BASE_URL` would give them.
+    ///
+    /// # Errors
+    /// Clap's error for an unknown or malformed option.
+    pub fn from_args<I, T>(args: I) -> Result<Opts, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let all =
+            std::iter::once(std::ffi::OsString::from("linkloop-loadtest")).chain(args.into_iter().map(Into::into));
+        Opts::try_parse_from(all)
+    }
+}
+
+/// What `BASE_URL` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// A linkloop gateway: mint, click, convert, verify.
+    Linkloop,
+    /// Any HTTP/1.1 URL: GET it, count statuses, measure. For comparing with `wrk`.
+    Plain,
+}
+
+/// How progress is shown while the load runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// A bar when stderr is a terminal, plain lines otherwise.
+    Auto,
+    /// A one-line bar redrawn with `\r`.
+    Bar,
+    /// One plain line per second.
+    Lines,
+    /// Nothing.
+    Off,
+}
+
+/// Relative weights of the user-agent classes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UaMix {
+    /// In-app browsers (WeChat, RED).
+    pub app: f64,
+    /// Mobile web browsers.
+    pub mobile: f64,
+    /// Desktop browsers.
+    pub desktop: f64,
+    /// Crawlers, preview fetchers, HTTP libraries.
+    pub bot: f64,
+}
+
+impl UaMix {
+    /// Parses `app=50,mobile=25,desktop=15,bot=10` (any subset; missing classes weigh 0).
+    ///
+    /// # Errors
+    /// A message naming the bad part.
+    pub fn parse(text: &str) -> Result<UaMix, String> {
+        let mut mix = UaMix { app: 0.0, mobile: 0.0, desktop: 0.0, bot: 0.0 };
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?}: expected class=weight"))?;
+            let w: f64 = v.trim().parse().map_err(|_| format!("{part:?}: weight is not a number"))?;
+            if !w.is_finite() || w < 0.0 {
+                return Err(format!("{part:?}: weight must be >= 0"));
+            }
+            match k.trim() {
+                "app" => mix.app = w,
+                "mobile" => mix.mobile = w,
+                "desktop" => mix.desktop = w,
+                "bot" => mix.bot = w,
+                other => return Err(format!("{other:?}: classes are app, mobile, desktop, bot")),
+            }
+        }
+        if mix.app + mix.mobile + mix.desktop + mix.bot <= 0.0 {
+            return Err("at least one weight must be positive".into());
+        }
+        Ok(mix)
+    }
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1.5s`, `1h`, `250us`; a bare number is seconds.
+///
+/// # Errors
+/// A message when the text is not a non-negative duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{text:?}: expected a duration such as 10s, 500ms, 2m"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (use us, ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(n * scale).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn ua_mix() {
+        let m = UaMix::parse("app=2, bot=1").unwrap();
+        assert_eq!((m.app, m.mobile, m.desktop, m.bot), (2.0, 0.0, 0.0, 1.0));
+        assert!(UaMix::parse("robot=1").is_err());
+        assert!(UaMix::parse("bot=-1").is_err());
+        assert!(UaMix::parse("bot=0").is_err());
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let o = Opts::from_args(["http://127.0.0.1:8080"]).unwrap();
+        assert_eq!(o.connections, 64);
+        assert!(o.rate.is_none() && !o.bots_counted && !o.no_verify);
+        assert_eq!(o.client_ips, 131_072);
+        let o = Opts::from_args(["-R", "100", "--bots-counted", "true", "--no-verify", "http://x"]).unwrap();
+        assert_eq!(o.rate, Some(100.0));
+        assert!(o.bots_counted && o.no_verify);
+        assert!(Opts::from_args(["--client-ips", "131073", "http://x"]).is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! Verification arithmetic end to end against a tiny in-test fake gateway (axum):
+//! it mints links, answers `/j/` with a 302 carrying a fresh click token, takes
+//! conversion callbacks and serves `/v1/stats/note/{id}` — and can be told to lie:
+//! lose clicks, count bots, count duplicate deliveries again, drop a fen of GMV.
+//! An honest fake must pass; each lie must make the verification fail on its line.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use loadtest::Opts;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Lies {
+    /// Record only clicks whose sequence number is not a multiple of this.
+    lose_every: Option<u64>,
+    /// Count clicks by bots (honest when the tester is told `--bots-counted true`).
+    count_bots: bool,
+    /// Answer a second delivery with 201 and count it again.
+    double_count: bool,
+    /// Record one fen less GMV for every paid conversion of note #0.
+    fen_off: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    clicks: u64,
+    conversions: u64,
+    refunds: u64,
+    gmv_fen: i64,
+}
+
+#[derive(Default)]
+struct Fake {
+    lies: Lies,
+    links: Vec<String>,
+    tokens: HashMap<String, String>,
+    seq: u64,
+    seen: HashSet<(String, String, String)>,
+    notes: HashMap<String, Totals>,
+    creator_of: HashMap<String, String>,
+    first_note: Option<String>,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+async fn mint(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let note = v["note_id"].as_str().unwrap().to_owned();
+    let creator = v["creator_id"].as_str().unwrap().to_owned();
+    let mut f = s.lock().unwrap();
+    f.creator_of.insert(note.clone(), creator);
+    f.first_note.get_or_insert_with(|| note.clone());
+    f.links.push(note.clone());
+    let host = headers[header::HOST].to_str().unwrap();
+    let link = format!("http://{host}/j/{}", f.links.len() - 1);
+    let out = serde_json::json!({"link": link, "platform": "taobao", "item_id": "1", "sku_id": null, "note_id": note});
+    (StatusCode::CREATED, axum::Json(out)).into_response()
+}
+
+async fn click(
+    State(s): State<Shared>,
+    Path(id): Path<usize>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Response {
+    let mut f = s.lock().unwrap();
+    let note = f.links[id].clone();
+    f.seq += 1;
+    let seq = f.seq;
+    let token = uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | u128::from(seq)).to_string();
+    let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let bot = linkloop::click::UaClass::classify(ua) == linkloop::click::UaClass::Bot;
+    let lost = f.lies.lose_every.is_some_and(|n| seq % n == 0);
+    if method == axum::http::Method::GET && (!bot || f.lies.count_bots) && !lost {
+        f.notes.entry(note.clone()).or_default().clicks += 1;
+    }
+    f.tokens.insert(token.clone(), note);
+    let loc =
+        format!("https://item.taobao.com/item.htm?id=1&ll_v=1&ll_ct={token}&ll_ts={}&ll_kid=1&ll_sig=x", now_ms());
+    (StatusCode::FOUND, [(header::LOCATION, loc)]).into_response()
+}
+
+async fn conversion(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    assert!(headers["linkloop-signature"].to_str().unwrap().starts_with("t="));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let str_of = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    let key = (str_of("order_id"), str_of("status"), str_of("refund_id"));
+    let mut f = s.lock().unwrap();
+    let Some(note) = f.tokens.get(&str_of("click_token")).cloned() else {
+        return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(serde_json::json!({"code": "click_not_found"})))
+            .into_response();
+    };
+    if !f.seen.insert(key.clone()) && !f.lies.double_count {
+        return (StatusCode::OK, axum::Json(serde_json::json!({"duplicate": true}))).into_response();
+    }
+    let amount = v["amount"].as_i64().unwrap();
+    let fen_off = f.lies.fen_off && f.first_note.as_deref() == Some(note.as_str());
+    let t = f.notes.entry(note).or_default();
+    if key.1 == "paid" {
+        t.conversions += 1;
+        t.gmv_fen += amount - i64::from(fen_off);
+    } else {
+        t.refunds += 1;
+        t.gmv_fen -= amount;
+    }
+    (StatusCode::CREATED, axum::Json(serde_json::json!({"duplicate": false}))).into_response()
+}
+
+async fn stats(State(s): State<Shared>, Path((dim, id)): Path<(String, String)>) -> Response {
+    let f = s.lock().unwrap();
+    let t = match dim.as_str() {
+        "note" => f.notes.get(&id).copied().unwrap_or_default(),
+        "creator" => {
+            f.notes.iter().filter(|(n, _)| f.creator_of[*n] == id).fold(Totals::default(), |a, (_, t)| Totals {
+                clicks: a.clicks + t.clicks,
+                conversions: a.conversions + t.conversions,
+                refunds: a.refunds + t.refunds,
+                gmv_fen: a.gmv_fen + t.gmv_fen,
+            })
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    axum::Json(serde_json::json!({"days": [], "total": {
+        "clicks": t.clicks, "uv": 0, "conversions": t.conversions, "refunds": t.refunds, "gmv_fen": t.gmv_fen,
+    }}))
+    .into_response()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+async fn spawn_fake(lies: Lies) -> String {
+    let state: Shared = Arc::new(Mutex::new(Fake { lies, ..Fake::default() }));
+    let app = Router::new()
+        .route("/v1/links", post(mint))
+        .route("/j/{id}", get(click).head(click))
+        .route("/v1/conversions", post(conversion))
+        .route("/v1/stats/{dim}/{id}", get(stats))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+const HONEST: Lies = Lies { lose_every: None, count_bots: true, double_count: false, fen_off: false };
+
+async fn run_against(lies: Lies, bots_counted: bool) -> loadtest::Summary {
+    run_with(lies, bots_counted, "").await
+}
+
+async fn run_with(lies: Lies, bots_counted: bool, extra: &str) -> loadtest::Summary {
+    let base = spawn_fake(lies).await;
+    let bots = if bots_counted { "true" } else { "false" };
+    let args = format!(
+        "-R 400 -d 1s -c 4 --links 20 --notes 5 --creators 2 --admin-token t --merchant m --merchant-secret s \
+         --conversion-share 0.5 --duplicate-share 0.5 --refund-share 0.5 --conversion-delay 100ms \
+         --ua-mix app=40,mobile=20,desktop=10,bot=30 --bots-counted {bots} --verify-timeout 1s --progress off \
+         --seed 42 {extra} {base}"
+    );
+    let opts = Opts::from_args(args.split_whitespace()).unwrap();
+    loadtest::run(opts).await.unwrap()
+}
+
+const CREATORS: &str = "creators whose stats match";
+
+fn failing(s: &loadtest::Summary) -> Vec<String> {
+    s.verification.as_ref().unwrap().checks.iter().filter(|c| !c.ok).map(|c| c.name.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_fake_passes_with_exact_counts() {
+    let s = run_against(HONEST, true).await;
+    let v = s.verification.as_ref().unwrap();
+    assert!(s.passed(), "{}", s.render());
+    assert_eq!(s.clicks.get_counted + s.clicks.get_bot + s.clicks.head, 400, "{}", s.render());
+    assert_eq!(v.checks[0].observed, (s.clicks.get_counted + s.clicks.get_bot) as i64);
+    assert_eq!(v.checks[0].observed, v.checks[0].recorded);
+    let c = s.conversions.as_ref().unwrap();
+    assert!(c.paid_accepted > 20 && c.duplicates_sent > 0 && c.refunds_accepted > 0, "{c:?}");
+    assert_eq!(c.duplicates_ok, c.duplicates_sent);
+    // Same honest fake, bots not counting, and it does not count them: still passes.
+    let s = run_against(Lies { count_bots: false, ..HONEST }, false).await;
+    assert!(s.passed(), "{}", s.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_client_gives_the_same_books() {
+    let s = run_with(HONEST, true, "--client hyper").await;
+    assert!(s.passed(), "{}", s.render());
+    assert_eq!(s.clicks.get_counted + s.clicks.get_bot + s.clicks.head, 400, "{}", s.render());
+    let s = run_with(Lies { lose_every: Some(25), ..HONEST }, true, "--client hyper").await;
+    assert_eq!(failing(&s), vec!["clicks (GET, bots included)", CREATORS], "{}", s.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_clicks_fail() {
+    let s = run_against(Lies { lose_every: Some(25), ..HONEST }, true).await;
+    assert!(!s.passed());
+    assert_eq!(failing(&s), vec!["clicks (GET, bots included)", CREATORS], "{}", s.render());
+    let v = s.verification.as_ref().unwrap();
+    assert!(v.checks[0].recorded < v.checks[0].observed);
+    assert!(v.checks[0].detail.contains("lost clicks"), "{}", v.checks[0].detail);
+    assert!(v.lag_ms.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counted_bots_fail() {
+    let s = run_against(HONEST, false).await;
+    assert_eq!(failing(&s), vec!["clicks (GET, bots excluded)", CREATORS], "{}", s.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_counted_conversions_fail() {
+    let s = run_against(Lies { double_count: true, ..HONEST }, true).await;
+    let f = failing(&s);
+    assert!(f.contains(&"conversions (paid, 201)".to_owned()), "{}", s.render());
+    assert!(f.contains(&"duplicate deliveries answered 200".to_owned()), "{}", s.render());
+    assert!(f.contains(&"GMV net of refunds (fen)".to_owned()), "{}", s.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gmv_off_by_one_fen_fails() {
+    let s = run_against(Lies { fen_off: true, ..HONEST }, true).await;
+    assert_eq!(failing(&s), vec!["GMV net of refunds (fen)", CREATORS], "{}", s.render());
+    let v = s.verification.as_ref().unwrap();
+    let gmv = v.checks.iter().find(|c| c.name.starts_with("GMV")).unwrap();
+    assert!(gmv.observed - gmv.recorded >= 1, "{gmv:?}");
+}
