@@ -150,13 +150,28 @@ impl Aggregator {
         }
     }
 
-    /// Applies everything appended to the stream so far. Returns how many
-    /// entries it read (entries another pass applied first are skipped).
+    /// Applies everything appended to the stream up to the moment of the call
+    /// (not what keeps arriving meanwhile, so it ends promptly under load).
+    /// Returns how many entries it read.
     ///
     /// Errors: Redis errors.
     pub async fn catch_up(&self) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let last: Value = redis::cmd("XREVRANGE")
+            .arg(keys::CLICK_STREAM)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        let Some(target) = first_id(&last).as_deref().and_then(parse_id) else { return Ok(0) };
         let mut total = 0;
         loop {
+            let cursor: Option<String> = redis::cmd("GET").arg(keys::AGGREGATOR_CURSOR).query_async(&mut conn).await?;
+            if cursor.as_deref().and_then(parse_id).is_some_and(|c| c >= target) {
+                return Ok(total);
+            }
             let n = self.pass(None).await?;
             if n == 0 {
                 return Ok(total);
@@ -293,6 +308,19 @@ impl Aggregator {
         let mut conn = self.conn.clone();
         inv.invoke_async(&mut conn).await
     }
+}
+
+/// The id of the first entry of an `XRANGE`/`XREVRANGE` reply.
+fn first_id(v: &Value) -> Option<String> {
+    let Value::Array(entries) = v else { return None };
+    let Value::Array(entry) = entries.first()? else { return None };
+    as_string(entry.first()?)
+}
+
+/// A stream id `ms-seq` as a comparable pair.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// The calendar day (`YYYY-MM-DD`) of a Unix-ms instant in `tz`.
