@@ -4,7 +4,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_NOTE := 65682d4500000000380339a5
 DEMO_URL := https://item.taobao.com/item.htm?spm=a230r.1.14.20.4a8966187RqiPv&id=533000737918&ns=1&abbucket=3\#detail
 
-.PHONY: run test deps build bench fmt lint
+.PHONY: run test deps build bench compare fmt lint
 
 ## Install what the gateway and tests need (redis-server; curl for the CLI test) when missing.
 deps:
@@ -31,8 +31,15 @@ test: deps
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
 
+## Criterion micro-benchmarks of the hot path and the callback (figures: docs/performance.md).
 bench: deps
-	cargo bench --bench hot_path
+	cargo bench --bench hot_path -- --warm-up-time 1 --measurement-time 3
+
+## nginx `return 302` vs linkloop (redirect, open-loop p99 at 50%, callback) with wrk and the load tester.
+compare: deps
+	@command -v nginx >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null; }
+	loadtest/scripts/compare.sh 10 64
 
 fmt:
 	cargo fmt --all

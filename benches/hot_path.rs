@@ -117,6 +117,8 @@ fn handler(c: &mut Criterion) {
         let config = Config {
             data_dir: dir.path().into(),
             admin_token: Some(SecretString::from("bench".to_owned())),
+            click_soft_limit_per_minute: u32::MAX,
+            click_hard_limit_per_minute: u32::MAX,
             keys: KeysConfig {
                 link: key(SECRET),
                 link_active_kid: Some(1),

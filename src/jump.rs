@@ -98,7 +98,11 @@ fn message(product: &Product, token: &str, ts_ms: u64) -> String {
 pub fn verify(url: &str, keys: &Keyring) -> Result<JumpClaims, InvalidJump> {
     let at = url.rfind("ll_v=").ok_or(InvalidJump::Params)?;
     let (page, params) = url.split_at(at);
-    let page = page.strip_suffix(['?', '&']).ok_or(InvalidJump::Params)?;
+    // Exactly the separator `build` writes: `?` when the page has no query yet, else `&`.
+    let page = match page.strip_suffix('&') {
+        Some(p) if p.contains('?') => p,
+        _ => page.strip_suffix('?').filter(|p| !p.contains('?')).ok_or(InvalidJump::Params)?,
+    };
     let p = parse_params(params).ok_or(InvalidJump::Params)?;
     let product = platform::parse_product(page).map_err(|_| InvalidJump::Page)?;
     let canonical = [false, true]

@@ -99,6 +99,12 @@ echo "$L" | grep -E "Requests/sec| 99%|Non-2xx|Socket errors"
 echo "== linkloop /j/{link}, load tester (plain) =="
 run_lt link --target-kind plain --user-agent "$UA" "$LINK"
 grep -E "^GET|status" "$WORK/lt-link.txt" || cat "$WORK/lt-link.txt"
+# Open loop at half the redirect's max rate (wrk's figure): latency from each request's planned
+# send time, so queueing cannot hide (no coordinated omission).
+HALF=$(echo "$L" | rps | awk '{printf "%d", $1 / 2}')
+echo "== linkloop /j/{link}, open loop at ${HALF} req/s (50% of max), load tester =="
+run_lt half --target-kind plain --user-agent "$UA" -R "$HALF" "$LINK"
+grep -E "^GET|status" "$WORK/lt-half.txt" || cat "$WORK/lt-half.txt"
 REDIS_CLI="redis-cli -s $WORK/data/redis/redis.sock"
 CLICKS=$($REDIS_CLI XLEN ll:clicks)
 $REDIS_CLI INFO commandstats | grep -E "cmdstat_(xadd|evalsha|xread)" || true
@@ -140,6 +146,7 @@ printf "%-28s %12s %10s\n" "linkloop /j/{link}" "$LR" "$(echo "$L" | p99)"
 printf "%-28s %12s %10s\n" "linkloop POST conversions" "$CR" "$(echo "$C" | p99)"
 printf "%-28s %12s %10s\n" "nginx (load tester)" "$LTN" "$(lt_get nginx p99)"
 printf "%-28s %12s %10s\n" "linkloop /j/ (load tester)" "$LTL" "$(lt_get link p99)"
+printf "%-28s %12s %10s\n" "linkloop /j/ open loop 50%" "$(lt_get half rps)" "$(lt_get half p99)"
 echo "ratio linkloop/nginx: $(pct "$LR" "$NR")"
 echo "load tester / wrk: nginx $(pct "$LTN" "$NR"), linkloop $(pct "$LTL" "$LR") (target >= 80% against nginx)"
 echo "scenario verification: $(grep -E '^VERIFICATION' "$WORK/lt-scenario.txt" || echo 'did not run')"
