@@ -8,7 +8,6 @@
 //! aggregator, stop the supervised Redis.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -248,7 +247,7 @@ impl Application {
                     appendonly: true,
                 };
                 let server = RedisServer::start(opts).await?;
-                tracing::info!(redis.port = server.port(), redis.dir = %server.dir().display(), "started supervised redis-server");
+                tracing::info!(redis.url = %server.url(), "started supervised redis-server (unix socket only)");
                 let url = server.url();
                 (Some(server), url, Some(lock))
             }
@@ -294,7 +293,7 @@ impl Application {
                         _ = stop.changed() => break,
                     }
                     if server.has_exited() {
-                        tracing::error!(redis.port = server.port(), "supervised redis-server exited; restarting it");
+                        tracing::error!(redis.url = %server.url(), "supervised redis-server exited; restarting it");
                         if let Err(e) = server.restart().await {
                             tracing::error!(error = %format!("{e:#}"), "restarting redis-server failed; retrying");
                         }
@@ -325,7 +324,7 @@ impl Application {
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
         let router = crate::http::router(state.clone());
         let (signalled_tx, mut signalled_rx) = watch::channel(false);
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 let _ = signalled_tx.send(true);

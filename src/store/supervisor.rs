@@ -21,7 +21,8 @@ pub struct RedisServerOptions {
     pub dir: PathBuf,
     /// TCP port on 127.0.0.1; `None` picks a free one.
     pub port: Option<u16>,
-    /// Also listen on a unix socket `dir/redis.sock` (faster for a co-located gateway).
+    /// Listen on a unix socket `dir/redis.sock` (mode 0700) *instead of* TCP when `port`
+    /// is `None`: only the gateway's user can reach it, and it is faster.
     pub unix_socket: bool,
     /// Append-only persistence with `appendfsync everysec`.
     pub appendonly: bool,
@@ -54,6 +55,8 @@ impl RedisServer {
         for _ in 0..5 {
             let port = match opts.port {
                 Some(p) => p,
+                // Unix socket only: no TCP listener at all (port 0 disables it).
+                None if opts.unix_socket => 0,
                 None => free_port()?,
             };
             match Self::spawn_on(&opts, port).await {
@@ -104,7 +107,7 @@ impl RedisServer {
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let url = self.tcp_url();
+        let url = self.url();
         for _ in 0..200 {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
@@ -191,7 +194,7 @@ impl RedisServer {
     /// Stops the server cleanly (`SHUTDOWN`, which fsyncs the append-only file), waiting up to 5 s.
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        if let Ok(client) = redis::Client::open(self.tcp_url().as_str())
+        if let Ok(client) = redis::Client::open(self.url().as_str())
             && let Ok(mut c) = client.get_multiplexed_async_connection().await
         {
             let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut c).await;

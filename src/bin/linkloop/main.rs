@@ -213,6 +213,13 @@ fn mint(config: &Config, note: &str, creator: &str, url: &str, campaign: Option<
 }
 
 fn verify_jump(config: &Config, url: &str) -> ExitCode {
+    if config.keys.jump.is_empty() && !config.data_dir.join("dev-keys.toml").exists() {
+        eprintln!(
+            "linkloop: no jump keys: none in the config and no {} (pass --config or set LINKLOOP_DATA_DIR)",
+            config.data_dir.join("dev-keys.toml").display()
+        );
+        return ExitCode::from(64);
+    }
     let secrets = match config.secrets() {
         Ok(s) => s,
         Err(e) => {
