@@ -152,9 +152,8 @@ impl App {
         if !self.redis_up.load(Ordering::Relaxed) {
             return;
         }
-        let token = click.token.hyphenated().to_string();
-        let record = ClickRecord::from_click(click).to_packed();
-        if self.store.write_nonbillable(&token, &record, reason).await.is_err() {
+        let (token, record) = wire_strings(click);
+        if self.store.write_nonbillable(token, record, reason).await.is_err() {
             self.metrics.nonbillable_unrecorded.inc();
         }
     }
@@ -172,10 +171,10 @@ impl App {
     /// (fsynced). Never fails the redirect: if both fail, the click is counted as
     /// dropped and logged loudly.
     pub async fn record_click(&self, click: &Click) -> Durability {
-        let token = click.token.hyphenated().to_string();
-        let record = ClickRecord::from_click(click).to_packed();
         let reason = if self.redis_up.load(Ordering::Relaxed) {
-            match self.store.write_click(&token, &record).await {
+            // The strings move into the writer; the rare spool path rebuilds them.
+            let (token, record) = wire_strings(click);
+            match self.store.write_click(token, record).await {
                 Ok(()) => {
                     self.metrics.clicks_recorded.inc();
                     return Durability::Redis;
@@ -190,6 +189,7 @@ impl App {
             UnrecordedReason::RedisDown
         };
         self.metrics.clicks_unrecorded.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
+        let (token, record) = wire_strings(click);
         match self.spool.append(&token, &record).await {
             Ok(()) => {
                 self.metrics.clicks_spooled.inc();
@@ -202,6 +202,11 @@ impl App {
             }
         }
     }
+}
+
+/// A click's stream fields: the click token (canonical text) and the packed click record.
+fn wire_strings(click: &Click) -> (String, String) {
+    (click.token.hyphenated().to_string(), ClickRecord::from_click(click).to_packed())
 }
 
 /// A built, bound, not yet serving gateway.

@@ -115,7 +115,7 @@ impl Store {
     /// One command per click, `XADD ll:clicks MAXLEN ~ N * tok {token} rec {record}`
     /// (record: [`ClickRecord::to_packed`]), group-committed with concurrent clicks.
     /// Errors: [`UnrecordedReason`] when Redis fails or is slower than the bounded wait.
-    pub async fn write_click(&self, token: &str, record: &str) -> Result<(), UnrecordedReason> {
+    pub async fn write_click(&self, token: String, record: String) -> Result<(), UnrecordedReason> {
         self.write(keys::CLICK_STREAM, token, record, None).await
     }
 
@@ -126,8 +126,8 @@ impl Store {
     /// Errors: as [`Store::write_click`].
     pub async fn write_nonbillable(
         &self,
-        token: &str,
-        record: &str,
+        token: String,
+        record: String,
         reason: &'static str,
     ) -> Result<(), UnrecordedReason> {
         self.write(keys::NONBILLABLE_STREAM, token, record, Some(reason)).await
@@ -136,12 +136,12 @@ impl Store {
     async fn write(
         &self,
         stream: &'static str,
-        token: &str,
-        record: &str,
+        token: String,
+        record: String,
         reason: Option<&'static str>,
     ) -> Result<(), UnrecordedReason> {
         let (done, rx) = oneshot::channel();
-        let pending = PendingClick { stream, token: token.to_owned(), record: record.to_owned(), reason, done };
+        let pending = PendingClick { stream, token, record, reason, done };
         if self.writer.send(pending).is_err() {
             return Err(UnrecordedReason::RedisError);
         }
