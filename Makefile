@@ -21,7 +21,8 @@ build: deps
 run: build
 	@link=$$(./target/release/linkloop mint --note $(DEMO_NOTE) --creator demo_creator --url '$(DEMO_URL)'); \
 	echo; echo "Demo tracked link (Taobao item 533000737918, note $(DEMO_NOTE)):"; \
-	echo "  $$link"; echo "Click it:"; echo "  curl -i '$$link'"; \
+	echo "  $$link"; echo "Click it as a phone browser (curl's own User-Agent is recorded as a bot, not a click):"; \
+	echo "  curl -i -A 'Mozilla/5.0 (iPhone) Mobile' '$$link'"; \
 	echo "Admin token for the API: see ./data/dev-keys.toml (admin_token)"; echo
 	exec ./target/release/linkloop serve
 
