@@ -329,19 +329,23 @@ impl Application {
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
         let router = crate::http::router(state.clone());
         let (signalled_tx, mut signalled_rx) = watch::channel(false);
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = signalled_tx.send(true);
-            });
-        let serving = tokio::spawn(async move { server.await });
+        let limits = crate::http::server::ServerLimits {
+            header_read_timeout_ms: state.config.header_read_timeout_ms,
+            max_header_bytes: state.config.max_header_bytes,
+            max_connections: state.config.max_connections,
+        };
+        let server = crate::http::server::serve(listener, router, limits, async move {
+            shutdown.await;
+            let _ = signalled_tx.send(true);
+        });
+        let serving = tokio::spawn(server);
         // Bound the drain: once the signal arrives, in-flight requests get `grace`.
         let drained = async {
             let _ = signalled_rx.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;
         };
         let result = tokio::select! {
-            r = serving => r.context("server task")?.context("serving"),
+            r = serving => r.context("server task"),
             _ = drained => {
                 tracing::warn!(grace_s = grace.as_secs(), "shutdown grace elapsed with requests in flight; stopping anyway");
                 Ok(())

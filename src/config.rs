@@ -78,6 +78,15 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Requests served at once before new ones are shed with `503`. Default 4,096.
     pub max_concurrent_requests: usize,
+    /// Longest time a client may take to send a request's line and headers, ms; past it the
+    /// connection is closed (slow-loris defence; also bounds idle keep-alive). Default 10,000.
+    pub header_read_timeout_ms: u64,
+    /// Largest request line + headers, bytes; past it `431` and the connection is closed.
+    /// Default 16,384 (16 KiB).
+    pub max_header_bytes: usize,
+    /// Open client connections at most; past it new connections wait in the kernel's
+    /// accept backlog. Default 10,000.
+    pub max_connections: usize,
     /// Log JSON lines instead of human-readable text. Default false.
     pub log_json: bool,
     /// Signing keys. Default: dev keys (see module doc).
@@ -166,6 +175,9 @@ impl Default for Config {
             shutdown_grace_seconds: 10,
             request_timeout_ms: 10_000,
             max_concurrent_requests: 4096,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
             log_json: false,
             keys: KeysConfig::default(),
             merchants: Vec::new(),
@@ -252,6 +264,12 @@ impl Config {
         self.tz()?;
         if self.click_write_timeout_ms == 0 || self.request_timeout_ms == 0 || self.max_concurrent_requests == 0 {
             bail!("click_write_timeout_ms, request_timeout_ms and max_concurrent_requests must be positive");
+        }
+        if self.header_read_timeout_ms == 0 || self.max_connections == 0 {
+            bail!("header_read_timeout_ms and max_connections must be positive");
+        }
+        if !(4096..=1024 * 1024).contains(&self.max_header_bytes) {
+            bail!("max_header_bytes: must be 4096..=1048576");
         }
         if self.aggregator_batch == 0 || self.aggregator_batch > 2048 {
             bail!("aggregator_batch: must be 1..=2048");

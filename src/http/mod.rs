@@ -30,6 +30,7 @@ pub mod error;
 pub mod follow;
 pub mod health;
 pub mod links;
+pub mod server;
 pub mod stats;
 
 use error::ApiError;

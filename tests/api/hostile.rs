@@ -601,19 +601,19 @@ fn hostile_extra_cases(link: &str) -> Vec<Case> {
         case("Referer encoded CRLF", get_with(p, &[("Referer", b"https://evil.example/%0d%0aSet-Cookie:x")]), Click),
         case("Referer obs-text", get_with(p, &[("Referer", b"https://\xe9vil.example/")]), Click),
         case("Referer punycode", get_with(p, &[("Referer", b"https://xn--item-taobao-xyz.com/")]), Click),
-        case("Referer 64 KB", get_with(p, &[("Referer", format!("https://{big}.example/").as_bytes())]), Click),
+        case("Referer 64 KB", get_with(p, &[("Referer", format!("https://{big}.example/").as_bytes())]), Malformed),
         case("Referer IPv6", get_with(p, &[("Referer", b"https://[::1]:443/")]), Click),
         // User-Agent.
         case("UA pipes", get_with(p, &[("User-Agent", b"Mozilla/5.0 (iPhone) Mobile|injected|x")]), Click),
         case("UA obs-text", get_with(p, &[("User-Agent", b"Mozilla/5.0 \xff\xfe (iPhone)")]), Click),
         case("UA empty", get_with(p, &[("User-Agent", b"")]), Click),
-        case("UA 64 KB", get_with(p, &[("User-Agent", format!("Mozilla/5.0 {big}").as_bytes())]), Click),
+        case("UA 64 KB", get_with(p, &[("User-Agent", format!("Mozilla/5.0 {big}").as_bytes())]), Malformed),
         case("UA with folded line", get_with(p, &[("User-Agent", b"Mozilla/5.0\r\n X-Injected: 1")]), Malformed),
         case("UA CRLF header split", get_with(p, &[("User-Agent", b"Mozilla/5.0\r\nX-Injected: 1")]), Click),
         case("UA NUL", get_with(p, &[("User-Agent", b"Mozilla/5.0\0injected")]), Malformed),
         case("UA bare CR", get_with(p, &[("User-Agent", b"Mozilla/5.0\rX-Injected: 1")]), Malformed),
         // Other headers.
-        case("Cookie 64 KB", get_with(p, &[("Cookie", format!("a={big}").as_bytes())]), Click),
+        case("Cookie 64 KB", get_with(p, &[("Cookie", format!("a={big}").as_bytes())]), Malformed),
         case("header name with space", get_with(p, &[("X Injected", b"1")]), Malformed),
         case("header name obs-text", get_with(p, &[("X-\u{e9}", b"1")]), Malformed),
         case(
@@ -814,7 +814,9 @@ fn admin_api_cases() -> Vec<Case> {
         ("64 KB token", big_token.as_slice()),
     ] {
         let headers: [(&str, &[u8]); 2] = [("Content-Type", b"application/json"), ("Authorization", auth)];
-        cases.push(case(format!("mint auth {name}"), request("POST", b"/v1/links", &headers, &body), ApiError));
+        // Past `max_header_bytes` hyper answers a bare 431 before any handler runs.
+        let expect = if auth.len() > 16 * 1024 { Malformed } else { ApiError };
+        cases.push(case(format!("mint auth {name}"), request("POST", b"/v1/links", &headers, &body), expect));
     }
     let nul_auth: [(&str, &[u8]); 1] = [("Authorization", b"Bearer test-admin-token\0")];
     cases.push(case("mint auth NUL", request("POST", b"/v1/links", &nul_auth, &body), Malformed));
@@ -1151,10 +1153,11 @@ fn callback_cases(token: &str) -> Vec<Case> {
             ("Linkloop-Merchant", merchant),
             ("Linkloop-Signature", good_sig.as_bytes()),
         ];
+        let expect = if merchant.len() > 16 * 1024 { Malformed } else { ApiError };
         cases.push(case(
             format!("merchant {name}"),
             request("POST", b"/v1/conversions", &headers, body.as_bytes()),
-            ApiError,
+            expect,
         ));
     }
     let nul_sig: [(&str, &[u8]); 3] = [

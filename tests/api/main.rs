@@ -5,6 +5,7 @@
 mod abuse;
 mod chaos;
 mod cli;
+mod connections;
 mod conversions;
 mod faults;
 mod follow;
