@@ -3,7 +3,7 @@
 # N click-stream entries shaped like the redirect's (distinct tokens, 1,000 notes, 200 creators,
 # 50 items, 100k visitors) are appended, a gateway's aggregator turns them into click records,
 # repeat markers, counters and HLLs, then (used_memory after - before) / N is printed,
-# with the stream's share (MEMORY USAGE ll:clicks) and one click record's MEMORY USAGE.
+# with the shares of the stream, the click-record buckets and the repeat buckets (MEMORY USAGE).
 # Usage: loadtest/scripts/redis-memory.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,8 +22,10 @@ for ((start = 0; start < N; start += 10000)); do
   $R eval "
     local start, n, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
     for i = start, start + n - 1 do
-      local tok = string.format('0192f0c1-%04x-7%03x-8%03x-%012x', i % 65536, i % 4096, (i * 7) % 4096, i)
-      local rec = '1|' .. (now + i) .. '|' .. string.format('%024x', i % 1000) .. '|creator' .. (i % 200) ..
+      -- A UUID v7 whose time is the click's (one click per ms from now), like the gateway mints.
+      local ts = now + i
+      local tok = string.format('%08x-%04x-7%03x-8%03x-%012x', math.floor(ts / 65536), ts % 65536, i % 4096, (i * 7) % 4096, i)
+      local rec = '1|' .. ts .. '|' .. string.format('%024x', i % 1000) .. '|creator' .. (i % 200) ..
         '|taobao|' .. (567873872517 + i % 50) .. '|||' .. string.format('%016x', (i * 2654435761) % 100000) ..
         '|app|www.xiaohongshu.com'
       redis.call('XADD', 'll:clicks', 'MAXLEN', '~', 2000000, '*', 'tok', tok, 'rec', rec)
@@ -47,10 +49,12 @@ for _ in $(seq 600); do
 done
 AFTER=$($R info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')
 STREAM=$($R memory usage ll:clicks SAMPLES 0)
-ONE=$($R memory usage "ll:click:$(printf '0192f0c1-%04x-7%03x-8%03x-%012x' 5 5 35 5)")
-RECORDS=$($R eval "return #redis.call('keys', 'll:click:*')" 0)
+RECORDS=$($R eval "local n = 0 for _, k in ipairs(redis.call('keys', 'll:cr:*')) do n = n + redis.call('hlen', k) end return n" 0)
+RECORD_BYTES=$($R eval "local n = 0 for _, k in ipairs(redis.call('keys', 'll:cr:*')) do n = n + redis.call('memory', 'usage', k, 'SAMPLES', 0) end return n" 0)
+REPEAT_BYTES=$($R eval "local n = 0 for _, k in ipairs(redis.call('keys', 'll:rpt:*')) do n = n + redis.call('memory', 'usage', k, 'SAMPLES', 0) end return n" 0)
 echo "clicks: $N, click records: $RECORDS, aggregation: $($R get ll:agg:cursor)"
 echo "used_memory: before=$BEFORE after_stream=$AFTER_STREAM after_aggregation=$AFTER"
 echo "stream (MEMORY USAGE ll:clicks): $STREAM bytes = $((STREAM / N)) bytes/click"
-echo "one click record (MEMORY USAGE): $ONE bytes"
+echo "click records (MEMORY USAGE ll:cr:*): $RECORD_BYTES bytes = $((RECORD_BYTES / N)) bytes/click"
+echo "repeat markers (MEMORY USAGE ll:rpt:*): $REPEAT_BYTES bytes = $((REPEAT_BYTES / N)) bytes/click"
 echo "total per recorded click: $(((AFTER - BEFORE) / N)) bytes (stream + click record + repeat marker + counters/HLLs)"

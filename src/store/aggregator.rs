@@ -2,11 +2,13 @@
 //! click stream, off the redirect's hot path.
 //!
 //! Invariants (see `docs/redis-schema.md`):
-//! - **Exact.** A click is counted iff its click record `ll:click:{token}` is
-//!   created. A batch is applied by one Lua script that, per entry, creates the
-//!   record with `SET … NX PXAT` (a token already recorded is skipped), then adds
-//!   the batch's counts with one `HINCRBY` per counter and one `PFADD` per HLL,
-//!   and advances the cursor `ll:agg:cursor` to the batch's last stream id.
+//! - **Exact.** A click is counted iff its click record (field `{token}` of the
+//!   minute bucket `ll:cr:{minute}`) is created. A batch is applied by one Lua
+//!   script that, per bucket, checks which tokens are recorded (`HMGET`; those, and
+//!   a token twice in the batch, are skipped) and writes the new records (`HSET`),
+//!   flags repeats from the `ll:rpt:*` buckets the same way, adds the batch's counts
+//!   with one `HINCRBY` per counter and one `PFADD` per HLL, and advances the cursor
+//!   `ll:agg:cursor` to the batch's last stream id.
 //!   Entries at or below the cursor are skipped. Scripts run atomically, so a
 //!   batch is either fully applied with its cursor move, or not at all.
 //! - **Crash-safe.** Reading always resumes from the cursor stored in Redis, so
@@ -29,6 +31,7 @@ use tokio::sync::{Mutex, watch};
 use super::keys::{self, Dim};
 use crate::click::ClickRecord;
 use crate::metrics::Metrics;
+use crate::platform::Platform;
 
 /// Longest a read waits on an idle stream.
 pub const BLOCK: Duration = Duration::from_millis(100);
@@ -37,14 +40,19 @@ pub const IDLE: Duration = Duration::from_millis(50);
 
 /// Applies a batch of click-stream entries atomically; returns how many were new.
 ///
-/// ARGV: cursor key, last stream id of the batch, n (entries), m (distinct dimension
-/// values in the batch), repeat window (ms); then m agg keys; then the m matching uv
-/// keys; then per entry 9 values: stream id, click key, packed click record,
-/// expire-at (Unix ms), four 1-based indexes into the key tables (note, creator,
-/// item, platform), repeat-marker key; then per dimension value (1..=m) a count
-/// and that many distinct visitors of the batch (PFADD is idempotent, so visitors
-/// are added whether or not their click was new).
-/// Entries whose click key is empty are malformed: passed over, never counted.
+/// ARGV: 1 cursor key, 2 last stream id of the batch, 3 n (entries), 4 m (distinct
+/// dimension values), 5 repeat window (ms), 6 nb (click-record buckets), 7 nr (repeat
+/// buckets); then m agg keys; then the m matching uv keys; then nb pairs (bucket key,
+/// expire-at ms); then nr pairs (repeat key, expire-at ms); then per entry
+/// 11 values: record-bucket index (0: malformed entry, passed over), click
+/// token, packed record, click ms, four indexes into the dimension tables (note,
+/// creator, item, platform), visitor field, repeat-bucket index of the click's slot,
+/// of the slot before (0: none); then per dimension value (1..=m) a count and that
+/// many distinct visitors of the batch (PFADD is idempotent, so visitors are added
+/// whether or not their click was new).
+///
+/// Per bucket, not per click: one `HMGET` finds which tokens already have a record
+/// (a replayed click), one `HSET` writes the new ones; the same for repeat markers.
 /// The whole batch is skipped when the cursor is already at or past its last id.
 const APPLY_SCRIPT: &str = r#"
 local function after(a, b)
@@ -55,29 +63,92 @@ local function after(a, b)
 end
 local cursor = redis.call('GET', ARGV[1])
 if cursor and not after(ARGV[2], cursor) then return 0 end
-local n, m, window = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local cnt, rep = {}, {}
-local new = 0
-local base = 5 + 2 * m
+local n, m, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local nb, nr = tonumber(ARGV[6]), tonumber(ARGV[7])
+local kb = 7 + 2 * m
+local kr = kb + 2 * nb
+local eb = kr + 2 * nr
+local W = 11
+local function add(t, k, v) local l = t[k]; if not l then l = {}; t[k] = l end; l[#l + 1] = v end
+-- 1. Click records: which tokens are new (one HMGET per bucket), then write them.
+local byb = {}
 for i = 0, n - 1 do
-  local b = base + i * 9
-  local ck = ARGV[b + 2]
-  if ck ~= '' and redis.call('SET', ck, ARGV[b + 3], 'NX', 'PXAT', ARGV[b + 4]) then
+  local b = tonumber(ARGV[eb + i * W + 1])
+  if b > 0 then add(byb, b, i) end
+end
+local isnew, batch = {}, {}
+for b, l in pairs(byb) do
+  local key = ARGV[kb + 2 * b - 1]
+  local fields = {}
+  for j, i in ipairs(l) do fields[j] = ARGV[eb + i * W + 2] end
+  local have = redis.call('HMGET', key, unpack(fields))
+  local put = {}
+  for j, i in ipairs(l) do
+    local tok = fields[j]
+    if not have[j] and not batch[tok] then
+      batch[tok] = true
+      isnew[i] = true
+      put[#put + 1] = tok
+      put[#put + 1] = ARGV[eb + i * W + 3]
+    end
+  end
+  if #put > 0 then
+    redis.call('HSET', key, unpack(put))
+    redis.call('PEXPIREAT', key, ARGV[kb + 2 * b])
+  end
+end
+-- 2. Repeat clicks: each visitor's last unique click from its slot and the one before.
+local want = {}
+for i = 0, n - 1 do
+  if isnew[i] then
+    local e = eb + i * W
+    for k = 10, 11 do
+      local r = tonumber(ARGV[e + k])
+      if r > 0 then add(want, r, ARGV[e + 9]) end
+    end
+  end
+end
+local last = {}
+for r, fields in pairs(want) do
+  local got = redis.call('HMGET', ARGV[kr + 2 * r - 1], unpack(fields))
+  for j, f in ipairs(fields) do
+    local t = tonumber(got[j])
+    if t and (not last[f] or t > last[f]) then last[f] = t end
+  end
+end
+local cnt, rep, rput = {}, {}, {}
+local new = 0
+for i = 0, n - 1 do
+  if isnew[i] then
+    local e = eb + i * W
     new = new + 1
-    local repeated = not redis.call('SET', ARGV[b + 9], '1', 'NX', 'PX', window)
+    local ts, f = tonumber(ARGV[e + 4]), ARGV[e + 9]
+    local l = last[f]
+    local repeated = l and math.abs(ts - l) < window
+    if not repeated then
+      last[f] = ts
+      local r = tonumber(ARGV[e + 10])
+      add(rput, r, f)
+      add(rput, r, ARGV[e + 4])
+    end
     for j = 5, 8 do
-      local d = tonumber(ARGV[b + j])
+      local d = tonumber(ARGV[e + j])
       cnt[d] = (cnt[d] or 0) + 1
       if repeated then rep[d] = (rep[d] or 0) + 1 end
     end
   end
 end
-for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[5 + d], 'clicks', c) end
-for d, c in pairs(rep) do redis.call('HINCRBY', ARGV[5 + d], 'repeat_clicks', c) end
-local v = base + 9 * n + 1
+for r, p in pairs(rput) do
+  local key = ARGV[kr + 2 * r - 1]
+  redis.call('HSET', key, unpack(p))
+  redis.call('PEXPIREAT', key, ARGV[kr + 2 * r])
+end
+for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[7 + d], 'clicks', c) end
+for d, c in pairs(rep) do redis.call('HINCRBY', ARGV[7 + d], 'repeat_clicks', c) end
+local v = eb + W * n + 1
 for d = 1, m do
   local c = tonumber(ARGV[v])
-  if c > 0 then redis.call('PFADD', ARGV[5 + m + d], unpack(ARGV, v + 1, v + c)) end
+  if c > 0 then redis.call('PFADD', ARGV[7 + m + d], unpack(ARGV, v + 1, v + c)) end
   v = v + 1 + c
 end
 redis.call('SET', ARGV[1], ARGV[2])
@@ -222,92 +293,184 @@ impl Aggregator {
     }
 
     async fn apply_batch(&self, entries: &[Entry]) -> redis::RedisResult<u64> {
-        // Distinct dimension keys of the batch (usually a handful), and per entry its indexes.
-        let mut dims: Vec<(String, String)> = Vec::new();
-        let mut index = std::collections::HashMap::<String, usize>::new();
-        let mut day_cache: Option<(u64, String)> = None;
-        // Per entry: stream id, click key, packed record, expire-at ms, key-table indexes, repeat key.
-        type Row<'a> = (&'a str, String, String, u64, [usize; 4], String);
-        let mut rows: Vec<Row<'_>> = Vec::with_capacity(entries.len());
-        // Distinct visitors per dimension value (index - 1).
-        let mut visitors: Vec<std::collections::BTreeSet<String>> = Vec::new();
-        for e in entries {
-            let [tok, packed] = &e.fields;
-            let Some(rec) = ClickRecord::from_packed(packed).filter(|_| uuid::Uuid::try_parse(tok).is_ok()) else {
-                tracing::warn!(stream.id = %e.id, "aggregator: skipping malformed click-stream entry");
-                rows.push((&e.id, String::new(), String::new(), 0, [1; 4], String::new()));
-                continue;
-            };
-            // Days change rarely within a batch: recompute only when the minute changes.
-            let minute = rec.ts_ms / 60_000;
-            let day = match &day_cache {
-                Some((m, d)) if *m == minute => d.clone(),
-                _ => {
-                    let d = day_of(rec.ts_ms, self.opts.tz);
-                    day_cache = Some((minute, d.clone()));
-                    d
-                }
-            };
-            let p = rec.product.platform;
-            let ds = [
-                Dim::Note(&rec.note_id),
-                Dim::Creator(&rec.creator_id),
-                Dim::Item(p, rec.product.item_id),
-                Dim::Platform(p),
-            ];
-            let idx = ds.map(|d| {
-                let agg = keys::agg(d, &day);
-                let next = index.len() + 1;
-                *index.entry(agg.clone()).or_insert_with(|| {
-                    dims.push((agg, keys::uv(d, &day)));
-                    next
-                })
-            });
-            let expire_at = rec.ts_ms.saturating_add(self.opts.click_ttl_ms);
-            let seen = keys::seen(&rec.note_id, p, rec.product.item_id, &rec.ip_hash, &rec.ua);
-            for i in idx {
-                if let Some(set) = visitors.get_mut(i - 1) {
-                    set.insert(rec.ip_hash.clone());
-                } else {
-                    visitors.push(std::collections::BTreeSet::from([rec.ip_hash.clone()]));
-                }
-            }
-            rows.push((&e.id, keys::click(tok), packed.clone(), expire_at, idx, seen));
-        }
-        if dims.is_empty() {
-            // Only malformed entries: a placeholder key table keeps the script's indexes valid.
-            dims.push((String::new(), String::new()));
-        }
         let mut inv = self.script.prepare_invoke();
         let last_id = entries.last().map_or("0-0", |e| e.id.as_str());
+        let batch = Batch::build(entries, &self.opts);
         inv.arg(keys::AGGREGATOR_CURSOR)
             .arg(last_id)
-            .arg(rows.len())
-            .arg(dims.len())
-            .arg(self.opts.repeat_window_ms.max(1));
-        for (agg, _) in &dims {
+            .arg(batch.rows.len())
+            .arg(batch.dims.len())
+            .arg(self.opts.repeat_window_ms.max(1))
+            .arg(batch.buckets.len())
+            .arg(batch.repeats.len());
+        for (agg, _) in &batch.dims {
             inv.arg(agg);
         }
-        for (_, uv) in &dims {
+        for (_, uv) in &batch.dims {
             inv.arg(uv);
         }
-        for (id, ck, packed, expire_at, idx, seen) in &rows {
-            inv.arg(*id).arg(ck).arg(packed).arg(*expire_at);
-            for i in idx {
-                inv.arg(*i);
-            }
-            inv.arg(seen);
+        for (key, at) in batch.buckets.iter().chain(&batch.repeats) {
+            inv.arg(key).arg(*at);
         }
-        for d in 0..dims.len() {
-            let set = visitors.get(d);
-            inv.arg(set.map_or(0, |s| s.len()));
-            for v in set.into_iter().flatten() {
-                inv.arg(v);
+        for r in &batch.rows {
+            inv.arg(r.bucket).arg(r.token).arg(r.packed).arg(r.ts_ms);
+            for i in r.dims {
+                inv.arg(i);
+            }
+            inv.arg(&r.visitor).arg(r.repeat).arg(r.repeat_prev);
+        }
+        for set in &batch.visitors {
+            inv.arg(set.len());
+            for v in set {
+                inv.arg(*v);
             }
         }
         let mut conn = self.conn.clone();
         inv.invoke_async(&mut conn).await
     }
+}
+
+/// One entry's arguments to [`APPLY_SCRIPT`]; indexes are 1-based, 0 = none.
+#[derive(Debug, Default)]
+struct Row<'a> {
+    bucket: usize,
+    token: &'a str,
+    packed: &'a str,
+    ts_ms: u64,
+    dims: [usize; 4],
+    visitor: String,
+    repeat: usize,
+    repeat_prev: usize,
+}
+
+/// A batch laid out for [`APPLY_SCRIPT`]: the key tables and one row per entry.
+#[derive(Debug, Default)]
+struct Batch<'a> {
+    /// Distinct dimension values: (agg key, uv key).
+    dims: Vec<(String, String)>,
+    /// Click-record buckets: (key, expire-at ms).
+    buckets: Vec<(String, u64)>,
+    /// Repeat buckets: (key, expire-at ms).
+    repeats: Vec<(String, u64)>,
+    rows: Vec<Row<'a>>,
+    /// Distinct visitors (ip hashes) per dimension value.
+    visitors: Vec<std::collections::BTreeSet<&'a str>>,
+}
+
+impl<'a> Batch<'a> {
+    fn build(entries: &'a [Entry], opts: &AggregatorOptions) -> Batch<'a> {
+        use std::collections::HashMap;
+        let mut b = Batch::default();
+        let window = opts.repeat_window_ms.max(1);
+        let mut dim_index: HashMap<String, usize> = HashMap::new();
+        let mut bucket_index: HashMap<u64, usize> = HashMap::new();
+        let mut repeat_index: HashMap<u64, usize> = HashMap::new();
+        // A batch holds few distinct links and days: their four indexes are computed once.
+        let mut group_index: HashMap<(&str, &str, Platform, u64, u64), [usize; 4]> = HashMap::new();
+        let mut day_cache: Option<(u64, String)> = None;
+        fn index_of(
+            table: &mut Vec<(String, u64)>,
+            map: &mut HashMap<u64, usize>,
+            n: u64,
+            key: impl FnOnce() -> String,
+            at: u64,
+        ) -> usize {
+            *map.entry(n).or_insert_with(|| {
+                table.push((key(), at));
+                table.len()
+            })
+        }
+        for e in entries {
+            let [tok, packed] = &e.fields;
+            let parsed = uuid::Uuid::try_parse(tok).ok().and_then(|t| keys::token_minute(&t));
+            let (Some(minute), Some(rec)) = (parsed, ClickRecord::from_packed(packed)) else {
+                tracing::warn!(stream.id = %e.id, "aggregator: skipping malformed click-stream entry");
+                b.rows.push(Row { dims: [1; 4], ..Row::default() });
+                continue;
+            };
+            let bucket_at = (minute + 1).saturating_mul(60_000).saturating_add(opts.click_ttl_ms);
+            let bucket = index_of(&mut b.buckets, &mut bucket_index, minute, || keys::click_bucket(minute), bucket_at);
+            let slot = rec.ts_ms / window;
+            let repeat_at = (slot + 2).saturating_mul(window);
+            let repeat =
+                index_of(&mut b.repeats, &mut repeat_index, slot, || keys::repeat_bucket(window, slot), repeat_at);
+            let repeat_prev = match slot.checked_sub(1) {
+                Some(prev) => index_of(
+                    &mut b.repeats,
+                    &mut repeat_index,
+                    prev,
+                    || keys::repeat_bucket(window, prev),
+                    (prev + 2).saturating_mul(window),
+                ),
+                None => 0,
+            };
+            // Days change rarely within a batch: recompute only when the minute changes.
+            let ts_minute = rec.ts_ms / 60_000;
+            let day = match &day_cache {
+                Some((m, d)) if *m == ts_minute => d.clone(),
+                _ => {
+                    let d = day_of(rec.ts_ms, opts.tz);
+                    day_cache = Some((ts_minute, d.clone()));
+                    d
+                }
+            };
+            let p = rec.product.platform;
+            let item = rec.product.item_id;
+            let note = note_of(packed);
+            let creator = creator_of(packed);
+            let dims = *group_index.entry((note, creator, p, item, ts_minute)).or_insert_with(|| {
+                [Dim::Note(note), Dim::Creator(creator), Dim::Item(p, item), Dim::Platform(p)].map(|d| {
+                    let agg = keys::agg(d, &day);
+                    let next = dim_index.len() + 1;
+                    *dim_index.entry(agg.clone()).or_insert_with(|| {
+                        b.dims.push((agg, keys::uv(d, &day)));
+                        b.visitors.push(std::collections::BTreeSet::new());
+                        next
+                    })
+                })
+            });
+            let ip = ip_of(packed);
+            for i in dims {
+                if let Some(set) = b.visitors.get_mut(i - 1) {
+                    set.insert(ip);
+                }
+            }
+            b.rows.push(Row {
+                bucket,
+                token: tok,
+                packed,
+                ts_ms: rec.ts_ms,
+                dims,
+                visitor: keys::visitor(&rec.note_id, p, item, &rec.ip_hash, &rec.ua),
+                repeat,
+                repeat_prev,
+            });
+        }
+        if b.dims.is_empty() {
+            // Only malformed entries: a placeholder key table keeps the script's indexes valid.
+            b.dims.push((String::new(), String::new()));
+            b.visitors.push(std::collections::BTreeSet::new());
+        }
+        b
+    }
+}
+
+/// Field `i` (0-based, after the version) of a packed record already validated by
+/// [`ClickRecord::from_packed`], borrowed from it.
+fn packed_field(packed: &str, i: usize) -> &str {
+    packed.split('|').nth(i + 1).unwrap_or("")
+}
+
+fn note_of(packed: &str) -> &str {
+    packed_field(packed, 1)
+}
+
+fn creator_of(packed: &str) -> &str {
+    packed_field(packed, 2)
+}
+
+fn ip_of(packed: &str) -> &str {
+    packed_field(packed, 7)
 }
 
 /// The id of the first entry of an `XRANGE`/`XREVRANGE` reply.

@@ -5,6 +5,7 @@
 //! - `ll:conv:{merchant}:{order}:{sub}:{status}:{refund_id}` hash `{fp, res}`:
 //!   the durable idempotency record (no TTL): same key + same fingerprint is a
 //!   duplicate (original result returned), same key + other fingerprint a conflict.
+//! - `ll:cr:{minute}` hash, field = click token: the click record (read only).
 //! - `ll:order:{merchant}:{order}:{sub}` hash: `state` (`paid`, `refunded`,
 //!   `cancelled`), `paid`, `refunded` (minor units), `currency`, and the
 //!   attribution (`token`, `note`, `creator`, `platform`, `item`), so refunds
@@ -65,7 +66,7 @@ local note, creator, platform, item
 if state then
   note, creator, platform, item = o[6], o[7], o[8], o[9]
 else
-  local rec = redis.call('GET', ck)
+  local rec = redis.call('HGET', ck, ARGV[18])
   if not rec then return {'unknown_click'} end
   local f = {}
   for v in string.gmatch(rec .. '|', '([^|]*)|') do f[#f + 1] = v end
@@ -145,8 +146,14 @@ pub async fn record(
     let idem =
         format!("ll:conv:{}:{}:{}:{}:{}", merchant.id, c.order_id, c.sub_order_id, c.status.as_str(), c.refund_id);
     let order = format!("ll:order:{}:{}:{}", merchant.id, c.order_id, c.sub_order_id);
+    // A token that is not a UUID v7 has no bucket: the empty key holds no record.
+    let bucket = uuid::Uuid::try_parse(&c.click_token)
+        .ok()
+        .and_then(|t| keys::token_minute(&t))
+        .map(keys::click_bucket)
+        .unwrap_or_default();
     let mut inv = script.prepare_invoke();
-    inv.arg(keys::click(&c.click_token))
+    inv.arg(bucket)
         .arg(idem)
         .arg(order)
         .arg(c.fingerprint())

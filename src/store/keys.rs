@@ -11,10 +11,30 @@ pub const CLICK_STREAM: &str = "ll:clicks";
 /// entries `tok`, `rec`, `reason`; never counted as clicks.
 pub const NONBILLABLE_STREAM: &str = "ll:nonbillable";
 
-/// Repeat-click marker of one visitor (ip hash + UA class) on one note and item,
-/// expiring after the repeat window.
-pub fn seen(note: &str, platform: Platform, item: u64, ip_hash: &str, ua: &str) -> String {
-    format!("ll:seen:{note}:{platform}:{item}:{ip_hash}:{ua}")
+/// Repeat-click markers of one time slot: a hash, field = [`visitor`] of a visitor's
+/// click on a note and item, value = Unix ms of that visitor's last unique click
+/// there. Slot = click ms / window ms, so a click's possible predecessors within the
+/// window lie in its own slot or the one before. Expires at the end of the next slot.
+/// The window (ms) is part of the key, so changing it starts fresh buckets.
+pub fn repeat_bucket(window_ms: u64, slot: u64) -> String {
+    format!("ll:rpt:{window_ms}:{slot}")
+}
+
+/// The repeat-marker field of a visitor (keyed ip hash + UA class) on a note and item:
+/// the first 8 bytes of SHA-256 over `note|platform|item|ip_hash|ua`, 16 lower-case hex.
+pub fn visitor(note: &str, platform: Platform, item: u64, ip_hash: &str, ua: &str) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for part in [note, platform.as_str(), &item.to_string(), ip_hash, ua] {
+        h.update(part.as_bytes());
+        h.update(b"|");
+    }
+    let d = h.finalize();
+    d[..8].iter().fold(String::with_capacity(16), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// Aggregator cursor: the id of the last click-stream entry applied to the aggregates.
@@ -24,10 +44,23 @@ pub const AGGREGATOR_CURSOR: &str = "ll:agg:cursor";
 /// token and the packed click record ([`crate::click::ClickRecord::to_packed`]).
 pub const CLICK_FIELDS: [&str; 2] = ["tok", "rec"];
 
-/// Click record: a string (`ClickRecord::to_packed`) keyed by click token (canonical UUID text), expiring at
-/// click time + attribution window + grace.
-pub fn click(token: &str) -> String {
-    format!("ll:click:{token}")
+/// Click records of one minute: a hash, field = click token (canonical UUID text),
+/// value = the packed record (`ClickRecord::to_packed`). The minute is the one in
+/// the token's own UUID v7 timestamp (RFC 9562 §5.7: Unix ms in the first 48 bits),
+/// so the bucket is found from the token alone. The bucket expires at the end of its
+/// minute + attribution window + grace, so every record lives at least that long.
+pub fn click_bucket(minute: u64) -> String {
+    format!("ll:cr:{minute}")
+}
+
+/// The Unix minute of a click token's UUID v7 timestamp; `None` for a token that is
+/// not a version-7 UUID (never minted by linkloop).
+pub fn token_minute(token: &uuid::Uuid) -> Option<u64> {
+    if token.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = token.get_timestamp()?.to_unix();
+    Some((secs * 1000 + u64::from(nanos) / 1_000_000) / 60_000)
 }
 
 /// A dimension of the funnel: what the per-day aggregates are grouped by.
@@ -76,7 +109,15 @@ mod tests {
 
     #[test]
     fn key_formats_never_change() {
-        assert_eq!(click("0192f0c1-0000-7000-8000-000000000000"), "ll:click:0192f0c1-0000-7000-8000-000000000000");
+        assert_eq!(click_bucket(29_933_641), "ll:cr:29933641");
+        assert_eq!(repeat_bucket(1_800_000, 997_787), "ll:rpt:1800000:997787");
+        // 0x019ad4ad9a40 ms = 1,764,504,000,064 ms = minute 29,408,400.
+        let t: uuid::Uuid = "019ad4ad-9a40-7000-8000-000000000000".parse().unwrap();
+        assert_eq!(token_minute(&t), Some(0x019a_d4ad_9a40 / 60_000));
+        let v4: uuid::Uuid = "019ad4ad-9a40-4000-8000-000000000000".parse().unwrap();
+        assert_eq!(token_minute(&v4), None);
+        assert_eq!(visitor("n", Platform::Jd, 1, "ip", "app").len(), 16);
+        assert_ne!(visitor("n", Platform::Jd, 1, "ip", "app"), visitor("n", Platform::Jd, 1, "ip", "mobile"));
         assert_eq!(
             agg(Dim::Note("65682d4500000000380339a5"), "2026-11-30"),
             "ll:agg:note:65682d4500000000380339a5:2026-11-30"

@@ -53,8 +53,7 @@ async fn wait_count(count: &AtomicU64, n: u64) {
 
 /// Tokens recorded in Redis: click records, and distinct stream tokens with the stream length.
 async fn recorded(r: &mut redis::aio::MultiplexedConnection) -> (HashSet<String>, HashSet<String>, usize) {
-    let keys: Vec<String> = r.keys("ll:click:*").await.unwrap();
-    let records = keys.iter().map(|k| k["ll:click:".len()..].to_owned()).collect();
+    let records = crate::support::click_records(r).await.into_keys().collect();
     let entries: redis::streams::StreamRangeReply = r.xrange_all("ll:clicks").await.unwrap();
     let stream = entries.ids.iter().map(|e| e.get::<String>("tok").unwrap()).collect();
     (records, stream, entries.ids.len())

@@ -74,15 +74,20 @@ async fn mint_click_exact_location_and_redis_contents() {
 
     // The aggregator derives the click record, counters and UV.
     app.state.aggregator.catch_up().await.unwrap();
-    let record: String = r.get(format!("ll:click:{token}")).await.unwrap();
+    let bucket = crate::support::click_bucket_of(&token);
+    let record: String = r.hget(&bucket, &token).await.unwrap();
     assert_eq!(record, expected_record);
     let parsed = linkloop::click::ClickRecord::from_packed(&record).unwrap();
     assert_eq!(parsed.ts_ms, claims.ts_ms);
     assert_eq!(parsed.product, claims.product);
     assert_eq!(parsed.referrer_host.as_deref(), Some("www.xiaohongshu.com"));
-    let ttl_ms: i64 = r.pttl(format!("ll:click:{token}")).await.unwrap();
+    // The bucket lives until the end of its minute + 8 days (7-day window + 1 day grace).
+    let ttl_ms: i64 = r.pttl(&bucket).await.unwrap();
     let eight_days = 8 * 86_400_000i64;
-    assert!(ttl_ms > eight_days - 60_000 && ttl_ms <= eight_days, "ttl {ttl_ms}");
+    assert!(ttl_ms > eight_days - 5_000 && ttl_ms <= eight_days + 60_000, "ttl {ttl_ms}");
+    let minute = bucket["ll:cr:".len()..].parse::<i64>().unwrap();
+    let expire_at_ms = i64::try_from(linkloop::click::now_ms()).unwrap() + ttl_ms;
+    assert!((expire_at_ms - ((minute + 1) * 60_000 + eight_days)).abs() < 5_000, "bucket expiry");
 
     let day = shanghai_day(claims.ts_ms);
     for dim in [
@@ -177,9 +182,9 @@ async fn thousand_concurrent_clicks_thousand_tokens_exact_counters() {
     // One IP, two user-agent classes: two visitors, 998 repeats.
     let repeats: u64 = r.hget(format!("ll:agg:note:{NOTE}:{day}"), "repeat_clicks").await.unwrap();
     assert_eq!(repeats, 998);
-    let records: Vec<String> = r.keys("ll:click:*").await.unwrap();
+    let records = crate::support::click_records(&mut r).await;
     assert_eq!(records.len(), 1000);
-    let stored: HashSet<uuid::Uuid> = records.iter().map(|k| k["ll:click:".len()..].parse().unwrap()).collect();
+    let stored: HashSet<uuid::Uuid> = records.keys().map(|k| k.parse().unwrap()).collect();
     assert_eq!(stored, tokens);
     // One visitor (127.0.0.1) behind every click.
     let uv: u64 = r.pfcount(format!("ll:uv:note:{NOTE}:{day}")).await.unwrap();
@@ -273,5 +278,41 @@ async fn redis_killed_redirect_still_302_and_counted_unrecorded() {
     assert_eq!(app.metric("linkloop_clicks_recorded_total").await, 1.0);
     let ready = app.get(&format!("{}/readyz", app.base)).await;
     assert_eq!(ready.status(), 503);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn repeat_clicks_within_the_window_only() {
+    // A 1 s window: slots are 1 s long, so the clicks below also cross slot boundaries.
+    let app = crate::support::spawn_app_with(|c| c.repeat_click_window_seconds = 1).await;
+    let link = app.mint(NOTE, CREATOR, TAOBAO).await["link"].as_str().unwrap().to_owned();
+    let click = |ua: &'static str| {
+        let (client, link) = (app.client.clone(), link.clone());
+        async move {
+            let res = client.get(&link).header("user-agent", ua).send().await.unwrap();
+            assert_eq!(res.status(), 302);
+        }
+    };
+    click(IPHONE_WECHAT).await; // unique
+    click(IPHONE_WECHAT).await; // repeat
+    click(DESKTOP).await; // another visitor (UA class): unique
+    app.state.aggregator.catch_up().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    click(IPHONE_WECHAT).await; // the window has passed: unique
+    click(IPHONE_WECHAT).await; // repeat of that one
+    app.state.aggregator.catch_up().await.unwrap();
+
+    let mut r = app.redis().await;
+    let day = shanghai_day(linkloop::click::now_ms());
+    let agg: std::collections::HashMap<String, u64> = r.hgetall(format!("ll:agg:note:{NOTE}:{day}")).await.unwrap();
+    assert_eq!(agg.get("clicks"), Some(&5));
+    assert_eq!(agg.get("repeat_clicks"), Some(&2));
+    // Markers live in `ll:rpt:{window_ms}:{slot}` hashes that expire within two slots.
+    let buckets: Vec<String> = r.keys("ll:rpt:1000:*").await.unwrap();
+    assert!(!buckets.is_empty());
+    for b in buckets {
+        let ttl: i64 = r.pttl(&b).await.unwrap();
+        assert!(ttl > 0 && ttl <= 2_000, "{b}: ttl {ttl}");
+    }
     app.stop().await;
 }

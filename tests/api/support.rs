@@ -203,3 +203,21 @@ pub fn keys() -> (linkloop::signing::Keyring, linkloop::signing::Keyring) {
         linkloop::signing::Keyring::new(&[(1, JUMP_SECRET)], 1).unwrap(),
     )
 }
+
+/// Every click record in Redis (`ll:cr:{minute}` buckets): token → packed record.
+pub async fn click_records(r: &mut redis::aio::MultiplexedConnection) -> std::collections::HashMap<String, String> {
+    use redis::AsyncCommands;
+    let buckets: Vec<String> = r.keys("ll:cr:*").await.unwrap();
+    let mut out = std::collections::HashMap::new();
+    for b in buckets {
+        let all: std::collections::HashMap<String, String> = r.hgetall(&b).await.unwrap();
+        out.extend(all);
+    }
+    out
+}
+
+/// The bucket key holding the click record of `token` (see `linkloop::store::keys`).
+pub fn click_bucket_of(token: &str) -> String {
+    let t: uuid::Uuid = token.parse().unwrap();
+    linkloop::store::keys::click_bucket(linkloop::store::keys::token_minute(&t).unwrap())
+}
