@@ -1,5 +1,5 @@
 //! Pooled HTTP client for everything but the click hot path: minting, conversion
-//! callbacks and the stats API (hyper-util's legacy client, keep-alive pool).
+//! callbacks, the stats API and `/metrics` (hyper-util's legacy client, keep-alive pool).
 
 use std::time::Duration;
 
@@ -94,6 +94,14 @@ impl Control {
             Bytes::new(),
         )
         .await
+    }
+
+    /// `GET {path}` without credentials and without retries (`/metrics`).
+    ///
+    /// # Errors
+    /// No answer ([`CallError`]).
+    pub async fn get_public(&self, path: &str) -> Result<Answer, CallError> {
+        self.send(Request::builder().method(Method::GET).uri(format!("{}{path}", self.origin)), Bytes::new()).await
     }
 
     /// An admin call, retried on `429` up to [`ADMIN_RETRIES`] times.

@@ -12,6 +12,12 @@
 //!    twice, some refunded ([`conversions`]).
 //! 3. **Verification** ([`verify`]): the tester's books against the stats API (and the
 //!    Redis click stream with `--redis-url`), side by side; any difference fails the run.
+//! 4. **Aggregation lag** ([`prom`]): the gateway's own histogram of click time to counted
+//!    (`linkloop_click_aggregation_lag_seconds` on `GET /metrics`), scraped just before the
+//!    load and again after the verification saw every click counted; p50/p99 of the
+//!    difference as bucket upper bounds ("≤ 25 ms"). Reported, never checked: "n/a" when the
+//!    gateway does not export it. It counts every click the gateway aggregated in between,
+//!    so other traffic on the same gateway is included.
 //!
 //! `--target-kind plain` only GETs one URL (no setup, no verification), to compare the
 //! tester's own speed with `wrk` against the same target.
@@ -20,8 +26,8 @@
 //! [`schedule`] (tickets, open-loop pacing), [`clicks`] (the hot path, one task per
 //! connection), [`raw`] (the minimal HTTP/1.1 client it uses by default; `--client hyper`
 //! uses hyper's connection API instead), [`conversions`], [`control`] (hyper-util pooled
-//! client for setup, callbacks, stats), [`histo`] (HDR histograms), [`verify`], [`report`]
-//! (summary, table, progress).
+//! client for setup, callbacks, stats, `/metrics`), [`histo`] (HDR histograms), [`verify`],
+//! [`prom`] (the `/metrics` histogram parser), [`report`] (summary, table, progress).
 //!
 //! Against a gateway with per-client limits the clicks carry `X-Forwarded-For` addresses
 //! (`--client-ips`), which the gateway believes only from a trusted proxy: list the tester's
@@ -34,6 +40,7 @@ pub mod control;
 pub mod conversions;
 pub mod histo;
 pub mod opts;
+pub mod prom;
 pub mod raw;
 pub mod report;
 pub mod scenario;
@@ -58,6 +65,7 @@ use crate::clicks::{ClickCtx, ClickObs, ConversionHook, Target};
 use crate::control::Control;
 use crate::conversions::{ConvConfig, ConvOutcome};
 use crate::histo::{Endpoint, Live, Recorder};
+use crate::prom::{AGGREGATION_LAG, AggregationLag};
 use crate::report::ClickTotals;
 use crate::scenario::{Plan, PlanOptions};
 use crate::schedule::{Dispenser, Schedule};
@@ -172,6 +180,12 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         t => t,
     };
 
+    // The gateway's aggregation-lag histogram as the load starts (compared after verification).
+    let lag_before = match opts.target_kind {
+        TargetKind::Linkloop => Some(prom::scrape(&control, AGGREGATION_LAG).await),
+        TargetKind::Plain => None,
+    };
+
     // Load.
     let start = Instant::now();
     let dispenser = match opts.rate {
@@ -248,6 +262,16 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         }
         _ => None,
     };
+    // The clicks are all counted now (when the verification ran and they matched): the
+    // histogram's difference covers every one of them.
+    let aggregation_lag = match lag_before {
+        Some(before) => {
+            let settled = verification.as_ref().is_some_and(|v| v.lag_ms.is_some());
+            let after = prom::scrape(&control, AGGREGATION_LAG).await;
+            Some(AggregationLag::from_scrapes(before, after, settled))
+        }
+        None => None,
+    };
 
     let elapsed = |e: Endpoint| match e {
         Endpoint::ClickGet | Endpoint::ClickHead => load_secs,
@@ -282,6 +306,7 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         endpoints: rec.summary(elapsed),
         conversions: conv,
         verification,
+        aggregation_lag,
     };
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&summary)?;

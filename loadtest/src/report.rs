@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::conversions::ConvOutcome;
 use crate::histo::{Endpoint, EndpointSummary, Live};
 use crate::opts::Progress;
+use crate::prom::AggregationLag;
 use crate::verify::VerifyReport;
 
 /// Click requests by what was sent and what came back.
@@ -65,6 +66,8 @@ pub struct Summary {
     pub conversions: Option<ConvOutcome>,
     /// The verification (unless `--no-verify` or plain).
     pub verification: Option<VerifyReport>,
+    /// The gateway's aggregation lag over the run, from its `/metrics` histogram (not with plain).
+    pub aggregation_lag: Option<AggregationLag>,
 }
 
 impl Summary {
@@ -187,7 +190,12 @@ impl Summary {
                     let _ = writeln!(s, "the click counts never matched ({} polls)", v.polls);
                 }
             }
+            if let Some(lag) = &self.aggregation_lag {
+                let _ = writeln!(s, "{}", lag.line());
+            }
             let _ = writeln!(s, "{}", if v.passed { "VERIFICATION PASSED" } else { "VERIFICATION FAILED" });
+        } else if let Some(lag) = &self.aggregation_lag {
+            let _ = writeln!(s, "{}", lag.line());
         }
         s
     }

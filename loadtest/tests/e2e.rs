@@ -64,11 +64,13 @@ async fn short_run_against_a_real_gateway_verifies_exactly() {
         let _ = stop_rx.await;
     }));
 
+    let json_path = dir.path().join("summary.json");
     let args = format!(
         "-R 150 -d 3s -c 8 --links 60 --notes 12 --creators 4 --admin-token {ADMIN_TOKEN} --merchant {MERCHANT} \
          --merchant-secret {MERCHANT_SECRET} --kid 3 --conversion-share 0.3 --duplicate-share 0.5 \
-         --refund-share 0.5 --conversion-delay 300ms --redis-url {} --progress off {base}",
-        redis.tcp_url()
+         --refund-share 0.5 --conversion-delay 300ms --redis-url {} --json {} --progress off {base}",
+        redis.tcp_url(),
+        json_path.display()
     );
     let opts = Opts::from_args(args.split_whitespace()).unwrap();
     let s = loadtest::run(opts).await.unwrap();
@@ -108,6 +110,17 @@ async fn short_run_against_a_real_gateway_verifies_exactly() {
     assert!(c.refunds_accepted > 0 && c.refunds_accepted == c.refunds_sent, "{report}");
     assert_eq!(line("conversions (paid, 201)").recorded, c.paid_accepted as i64);
     assert!(v.lag_ms.is_some(), "{report}");
+
+    // The gateway's aggregation-lag histogram, scraped around the run: clicks were counted
+    // in between, and p99 is a bucket bound (no timing asserted).
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let lag = &json["aggregation_lag"];
+    assert!(lag["count"].as_u64().is_some_and(|n| n > 0), "{lag}: {report}");
+    assert!(lag["p99_le_s"].is_number() || lag["p99_le_s"] == "+Inf", "{lag}: {report}");
+    assert!(lag["p50_le_s"].is_number() || lag["p50_le_s"] == "+Inf", "{lag}: {report}");
+    assert_eq!(lag["settled"], true, "{report}");
+    let printed = report.lines().find(|l| l.starts_with("aggregation lag (gateway histogram): n=")).unwrap();
+    println!("{printed}");
 
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), server).await;

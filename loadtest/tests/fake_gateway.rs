@@ -187,6 +187,11 @@ async fn honest_fake_passes_with_exact_counts() {
     let c = s.conversions.as_ref().unwrap();
     assert!(c.paid_accepted > 20 && c.duplicates_sent > 0 && c.refunds_accepted > 0, "{c:?}");
     assert_eq!(c.duplicates_ok, c.duplicates_sent);
+    // The fake has no /metrics: the aggregation lag is "n/a", and the run still passes.
+    let lag = s.aggregation_lag.as_ref().unwrap();
+    assert_eq!((lag.count, lag.p99_le_s), (None, None));
+    assert_eq!(lag.unavailable.as_deref(), Some("GET /metrics answered 404"));
+    assert!(s.render().contains("aggregation lag (gateway histogram): n/a ("), "{}", s.render());
     // Same honest fake, bots not counting, and it does not count them: still passes.
     let s = run_against(Lies { count_bots: false, ..HONEST }, false).await;
     assert!(s.passed(), "{}", s.render());

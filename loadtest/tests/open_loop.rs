@@ -57,6 +57,7 @@ async fn requests_leave_at_their_planned_times() {
     let get = s.endpoint(Endpoint::ClickGet).unwrap();
     assert_eq!(get.answered, 200, "{}", s.render());
     assert_eq!(get.errors, 0);
+    assert!(s.aggregation_lag.is_none(), "plain targets are not scraped");
     let mut t = server.arrivals.lock().unwrap().clone();
     t.sort();
     assert_eq!(t.len(), 200);
