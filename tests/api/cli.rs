@@ -134,3 +134,76 @@ async fn sign_callback_prints_a_curl_that_the_gateway_accepts() {
     assert!(stdout.contains("\"order_id\":\"CLI-1\""), "{stdout}");
     app.stop().await;
 }
+
+#[test]
+fn mint_count_prints_distinct_verifiable_links_with_indexed_note_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "https://t.example";
+    let cfg = config_file(dir.path(), base);
+    let cfg = cfg.to_str().unwrap();
+    let note = "65a025ea000000001d03799b";
+    let url = "https://detail.tmall.com/item.htm?id=41254478179&skuId=3214771215838";
+    let args = ["mint", "--config", cfg, "--note", note, "--creator", "c9", "--url", url, "--campaign", "d11"];
+    let (code, out, err) = linkloop(&[&args[..], &["--count", "1000"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1000);
+    assert_eq!(lines.iter().collect::<std::collections::HashSet<_>>().len(), 1000, "links are not distinct");
+    let (lk, _) = keys();
+    let mut issued_at = None;
+    for (i, line) in lines.iter().enumerate() {
+        let token = line.strip_prefix(&format!("{base}/j/")).unwrap_or_else(|| panic!("line {i}: {line}"));
+        let claims = linkloop::link::verify(token, &lk).unwrap_or_else(|e| panic!("line {i}: {e:?}"));
+        // The first 18 hex digits of --note, then the index as 6 hex digits.
+        assert_eq!(claims.note_id, format!("65a025ea000000001d{i:06x}"));
+        assert_eq!(claims.creator_id, "c9");
+        assert_eq!(claims.product.platform.as_str(), "tmall");
+        assert_eq!(claims.product.item_id, 41254478179);
+        assert_eq!(claims.product.sku_id, Some(3214771215838));
+        assert_eq!(claims.campaign.as_deref(), Some("d11"));
+        assert_eq!(*issued_at.get_or_insert(claims.issued_at), claims.issued_at);
+    }
+
+    // --json: one object per line, with the same note ids.
+    let (code, out, err) = linkloop(&[&args[..], &["--count", "3", "--json"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let objects: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objects.len(), 3);
+    for (i, v) in objects.iter().enumerate() {
+        assert_eq!(v["note_id"], format!("65a025ea000000001d{i:06x}"));
+        assert_eq!(v["item_id"], "41254478179");
+        let token = v["link"].as_str().unwrap().strip_prefix(&format!("{base}/j/")).unwrap();
+        assert_eq!(linkloop::link::verify(token, &lk).unwrap().note_id, v["note_id"].as_str().unwrap());
+    }
+
+    // --count 1 (the default) keeps the note id as given.
+    let (code, out, _) = linkloop(&[&args[..], &["--count", "1"]].concat());
+    assert_eq!(code, 0);
+    let token = out.trim().strip_prefix(&format!("{base}/j/")).unwrap();
+    assert_eq!(linkloop::link::verify(token, &lk).unwrap().note_id, note);
+
+    // Out of range or not a number: a usage error naming --count, nothing printed.
+    for bad in ["0", "10000001", "-1", "many"] {
+        let flag = format!("--count={bad}");
+        let (code, out, err) = linkloop(&[&args[..], &[flag.as_str()]].concat());
+        assert_ne!(code, 0, "--count {bad}");
+        assert!(out.is_empty(), "--count {bad}: {out}");
+        assert!(err.contains("--count"), "--count {bad}: {err}");
+    }
+    // Bad input is still reported once, before anything is printed.
+    let (code, out, err) = linkloop(&[
+        "mint",
+        "--config",
+        cfg,
+        "--note",
+        note,
+        "--creator",
+        "c9",
+        "--url",
+        "https://u.jd.com/JM9CPBK",
+        "--count",
+        "5",
+    ]);
+    assert_eq!(code, 65);
+    assert!(out.is_empty() && err.contains("short_link"), "{out} {err}");
+}
