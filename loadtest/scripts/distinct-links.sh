@@ -3,7 +3,9 @@
 # stateless and signed, so the redirect itself keeps nothing per link; this measures it.
 # linkloop (one Tokio worker) and its redis-server are pinned to CPU 0, wrk to CPU 1, per-IP
 # limits lifted as in compare.sh. `linkloop mint --count` mints 1 link and N links (same
-# product and creator, N distinct note ids); after a 2 s warm-up, wrk clicks the single link,
+# product and creator; VARY=campaign (default): one note, N distinct campaign tags, so only the
+# links differ; VARY=note: N distinct note ids, so the aggregator also keeps N per-note counters
+# and HyperLogLogs); after a 2 s warm-up, wrk clicks the single link,
 # the N links (a random one per request), and the single link again. All three runs use the
 # same wrk Lua script (distinct-links.lua), so wrk's own per-request cost is the same in each.
 # After each run the script waits (at most 20 s) until the aggregator has applied every click,
@@ -13,7 +15,7 @@
 # and memory after it. The aggregator is off the hot path but on the same CPU, and it keeps
 # counters and a HyperLogLog per note and day, so distinct notes cost it more.
 # AGGREGATOR=off runs the gateway with aggregator_enabled = false: only the redirect's own work.
-# Usage: [AGGREGATOR=off] loadtest/scripts/distinct-links.sh [duration_s=10] [N=1000000]
+# Usage: [AGGREGATOR=off] [VARY=campaign|note] loadtest/scripts/distinct-links.sh [duration_s=10] [N=1000000]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${1:-10}
@@ -46,8 +48,8 @@ mint() {
 }
 mint >"$WORK/links-1.txt"
 START=$(date +%s.%N)
-mint --count "$N" >"$WORK/links-N.txt"
-echo "minted $(wc -l <"$WORK/links-N.txt") links in $(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN {printf "%.2f", e - s}') s"
+mint --count "$N" --vary "${VARY:-campaign}" >"$WORK/links-N.txt"
+echo "minted $(wc -l <"$WORK/links-N.txt") links (distinct ${VARY:-campaign}s) in $(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN {printf "%.2f", e - s}') s"
 
 REDIS_CLI="redis-cli -s $WORK/data/redis/redis.sock"
 # Seconds until the aggregator's cursor reaches the stream's last entry (at most 20 s).

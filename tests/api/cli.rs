@@ -176,6 +176,16 @@ fn mint_count_prints_distinct_verifiable_links_with_indexed_note_ids() {
         assert_eq!(linkloop::link::verify(token, &lk).unwrap().note_id, v["note_id"].as_str().unwrap());
     }
 
+    // --vary campaign: one note, campaign tags d11-000000, d11-000001, …
+    let (code, out, err) = linkloop(&[&args[..], &["--count", "300", "--vary", "campaign"]].concat());
+    assert_eq!(code, 0, "{err}");
+    for (i, line) in out.lines().enumerate() {
+        let claims = linkloop::link::verify(line.strip_prefix(&format!("{base}/j/")).unwrap(), &lk).unwrap();
+        assert_eq!(claims.note_id, note);
+        assert_eq!(claims.campaign, Some(format!("d11-{i:06x}")));
+    }
+    assert_eq!(out.lines().count(), 300);
+
     // --count 1 (the default) keeps the note id as given.
     let (code, out, _) = linkloop(&[&args[..], &["--count", "1"]].concat());
     assert_eq!(code, 0);

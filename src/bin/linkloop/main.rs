@@ -25,6 +25,15 @@ const _: () = assert!(MAX_MINT_COUNT as u64 <= 1 << (4 * INDEX_HEX_DIGITS));
 
 mod report;
 
+/// What `mint --count` varies between links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Vary {
+    /// A distinct note id per link.
+    Note,
+    /// A distinct campaign tag per link, same note.
+    Campaign,
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "linkloop", version, about = "Tracked-link gateway for notes → Taobao/Tmall/JD")]
 struct Cli {
@@ -61,12 +70,16 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Number of links to mint, 1–10,000,000, one per line (for load tests). With N > 1,
-        /// link i (0-based) is for note id = the first 18 hex digits of --note followed by i
-        /// as 6 hex digits (…000000, …000001, …); product, creator, campaign and issue time
-        /// are the same for all.
+        /// link i (0-based) differs from the others in what `--vary` names; product, creator
+        /// and issue time are the same for all.
         #[arg(long, value_name = "N", default_value_t = 1,
               value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MINT_COUNT)))]
         count: u32,
+        /// With `--count` N > 1, what makes the links distinct: `note` (note id = the first 18
+        /// hex digits of --note followed by i as 6 hex digits: N notes, so N per-note counters)
+        /// or `campaign` (campaign tag `{--campaign or "c"}-{i as 6 hex digits}`, one note).
+        #[arg(long, value_enum, default_value_t = Vary::Note)]
+        vary: Vary,
     },
     /// Check a jump URL's signature: exit 0 when valid, 1 otherwise.
     VerifyJump {
@@ -146,14 +159,14 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { listen } => serve(config, listen),
-        Command::Mint { note, creator, url, campaign, json, count } => {
+        Command::Mint { note, creator, url, campaign, json, count, vary } => {
             let req = linkloop::link::MintRequest {
                 note: &note,
                 creator_id: &creator,
                 url: &url,
                 campaign: campaign.as_deref(),
             };
-            mint(&config, &req, json, count)
+            mint(&config, &req, json, count, vary)
         }
         Command::VerifyJump { url } => verify_jump(&config, &url),
         Command::Report { target, from, to, format } => {
@@ -199,7 +212,7 @@ fn serve(mut config: Config, listen: Option<SocketAddr>) -> ExitCode {
     })
 }
 
-fn mint(config: &Config, req: &linkloop::link::MintRequest<'_>, json: bool, count: u32) -> ExitCode {
+fn mint(config: &Config, req: &linkloop::link::MintRequest<'_>, json: bool, count: u32, vary: Vary) -> ExitCode {
     let secrets = match config.secrets() {
         Ok(s) => s,
         Err(e) => {
@@ -229,7 +242,7 @@ fn mint(config: &Config, req: &linkloop::link::MintRequest<'_>, json: bool, coun
     let written = if count == 1 {
         write_minted(&mut out, &first, json)
     } else {
-        mint_many(&mut out, req, &first, &secrets.link_keys, &public_url, now_s, count, json)
+        mint_many(&mut out, req, &first, &secrets.link_keys, &public_url, now_s, (count, vary), json)
     };
     match written.and_then(|()| std::io::Write::flush(&mut out)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -253,7 +266,8 @@ fn write_minted(out: &mut impl std::io::Write, m: &linkloop::link::Minted, json:
 }
 
 /// `mint --count N`, N > 1: link i is for the note id with its last [`INDEX_HEX_DIGITS`] hex
-/// digits replaced by i. Inputs were validated by minting `first`; each further link is only
+/// digits replaced by i (`--vary note`), or has campaign `{campaign or "c"}-{i:06x}`
+/// (`--vary campaign`). Inputs were validated by minting `first`; each further link is only
 /// an encode + HMAC with the keyring built once (about a microsecond).
 #[allow(clippy::too_many_arguments)]
 fn mint_many(
@@ -263,7 +277,7 @@ fn mint_many(
     keys: &linkloop::signing::Keyring,
     public_url: &str,
     now_s: u32,
-    count: u32,
+    (count, vary): (u32, Vary),
     json: bool,
 ) -> std::io::Result<()> {
     use std::fmt::Write as _;
@@ -277,9 +291,18 @@ fn mint_many(
         issued_at: now_s,
     };
     let mut minted = first.clone();
+    // Campaign tags are at most 32 characters: keep 32 - 7 of the given one before `-{i:06x}`.
+    let base: String = req.campaign.unwrap_or("c").chars().take(32 - 1 - INDEX_HEX_DIGITS).collect();
     for i in 0..count {
-        claims.note_id.truncate(prefix_len);
-        let _ = write!(claims.note_id, "{i:0width$x}", width = INDEX_HEX_DIGITS);
+        match vary {
+            Vary::Note => {
+                claims.note_id.truncate(prefix_len);
+                let _ = write!(claims.note_id, "{i:0width$x}", width = INDEX_HEX_DIGITS);
+            }
+            Vary::Campaign => {
+                claims.campaign = Some(format!("{base}-{i:0width$x}", width = INDEX_HEX_DIGITS));
+            }
+        }
         let token = linkloop::link::encode(&claims, keys).map_err(std::io::Error::other)?;
         if json {
             minted.link.clear();
