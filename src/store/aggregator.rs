@@ -32,6 +32,7 @@ use super::keys::{self, Dim};
 use crate::click::ClickRecord;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
+use crate::store::conversions::{CONVERSION_STREAM, ConversionDeltas};
 
 /// Longest a read waits on an idle stream.
 pub const BLOCK: Duration = Duration::from_millis(100);
@@ -54,13 +55,9 @@ pub const IDLE: Duration = Duration::from_millis(50);
 /// Per bucket, not per click: one `HMGET` finds which tokens already have a record
 /// (a replayed click), one `HSET` writes the new ones; the same for repeat markers.
 /// The whole batch is skipped when the cursor is already at or past its last id.
-const APPLY_SCRIPT: &str = r#"
-local function after(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am > bm or (am == bm and as > bs)
-end
+const APPLY_SCRIPT: &str = concat!(
+    after_fn!(),
+    r#"
 local cursor = redis.call('GET', ARGV[1])
 if cursor and not after(ARGV[2], cursor) then return 0 end
 local n, m, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -153,7 +150,41 @@ for d = 1, m do
 end
 redis.call('SET', ARGV[1], ARGV[2])
 return new
-"#;
+"#
+);
+
+/// Lua: is stream id `a` after stream id `b`? (Shared by the scripts below.)
+macro_rules! after_fn {
+    () => {
+        r#"
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+"#
+    };
+}
+use after_fn;
+
+/// Adds a batch of conversion counter deltas atomically; returns how many counters.
+///
+/// ARGV: 1 conversion cursor key, 2 last stream id of the batch, 3 n; then n triples
+/// (agg key, field, delta). The batch is skipped when the cursor is at or past its id.
+const APPLY_CONVERSIONS_SCRIPT: &str = concat!(
+    after_fn!(),
+    r#"
+local cursor = redis.call('GET', ARGV[1])
+if cursor and not after(ARGV[2], cursor) then return 0 end
+local n = tonumber(ARGV[3])
+for i = 0, n - 1 do
+  redis.call('HINCRBY', ARGV[4 + 3 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i])
+end
+redis.call('SET', ARGV[1], ARGV[2])
+return n
+"#
+);
 
 /// Settings for the aggregator.
 #[derive(Debug, Clone)]
@@ -172,6 +203,7 @@ pub struct AggregatorOptions {
 pub struct Aggregator {
     conn: ConnectionManager,
     script: redis::Script,
+    conversion_script: redis::Script,
     opts: AggregatorOptions,
     metrics: Arc<Metrics>,
     /// Serialises apply passes of the loop and of [`Aggregator::catch_up`]; held only
@@ -197,7 +229,14 @@ impl Aggregator {
     /// Builds an aggregator on its own connection (its blocking reads must not
     /// stall the hot path's pipelined connection).
     pub fn new(conn: ConnectionManager, opts: AggregatorOptions, metrics: Arc<Metrics>) -> Self {
-        Self { conn, script: redis::Script::new(APPLY_SCRIPT), opts, metrics, apply: Mutex::new(()) }
+        Self {
+            conn,
+            script: redis::Script::new(APPLY_SCRIPT),
+            conversion_script: redis::Script::new(APPLY_CONVERSIONS_SCRIPT),
+            opts,
+            metrics,
+            apply: Mutex::new(()),
+        }
     }
 
     /// Runs until `shutdown` turns true: reads from the cursor, applies, repeats.
@@ -206,6 +245,7 @@ impl Aggregator {
         while !*shutdown.borrow() {
             let step = async {
                 let read = self.pass(Some(BLOCK)).await?;
+                while self.conversion_pass().await? >= self.opts.batch as u64 {}
                 if read < self.opts.batch as u64 {
                     tokio::time::sleep(IDLE).await;
                 }
@@ -221,34 +261,84 @@ impl Aggregator {
         }
     }
 
-    /// Applies everything appended to the stream up to the moment of the call
-    /// (not what keeps arriving meanwhile, so it ends promptly under load).
-    /// Returns how many entries it read.
+    /// Applies everything appended to the click stream and the conversion stream
+    /// up to the moment of the call (not what keeps arriving meanwhile, so it ends
+    /// promptly under load). Returns how many click-stream entries it read.
     ///
     /// Errors: Redis errors.
     pub async fn catch_up(&self) -> redis::RedisResult<u64> {
+        let clicks = self.catch_up_stream(keys::CLICK_STREAM, keys::AGGREGATOR_CURSOR).await?;
+        self.catch_up_stream(CONVERSION_STREAM, keys::CONVERSION_CURSOR).await?;
+        Ok(clicks)
+    }
+
+    async fn catch_up_stream(&self, stream: &str, cursor_key: &str) -> redis::RedisResult<u64> {
         let mut conn = self.conn.clone();
-        let last: Value = redis::cmd("XREVRANGE")
-            .arg(keys::CLICK_STREAM)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await?;
+        let last: Value =
+            redis::cmd("XREVRANGE").arg(stream).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut conn).await?;
         let Some(target) = first_id(&last).as_deref().and_then(parse_id) else { return Ok(0) };
         let mut total = 0;
         loop {
-            let cursor: Option<String> = redis::cmd("GET").arg(keys::AGGREGATOR_CURSOR).query_async(&mut conn).await?;
+            let cursor: Option<String> = redis::cmd("GET").arg(cursor_key).query_async(&mut conn).await?;
             if cursor.as_deref().and_then(parse_id).is_some_and(|c| c >= target) {
                 return Ok(total);
             }
-            let n = self.pass(None).await?;
+            let n = if stream == CONVERSION_STREAM { self.conversion_pass().await? } else { self.pass(None).await? };
             if n == 0 {
                 return Ok(total);
             }
             total += n;
         }
+    }
+
+    /// Reads one batch of the conversion stream after its cursor and adds the
+    /// entries' counter deltas (the `agg` field) in one script call: one `HINCRBY`
+    /// per distinct counter of the batch, then the cursor. Each accepted conversion
+    /// is in the stream exactly once (written with its idempotency record), so the
+    /// cursor alone makes this exactly once. Entries without `agg` are passed over.
+    /// Returns the entries read.
+    async fn conversion_pass(&self) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let _guard = self.apply.lock().await;
+        let cursor: Option<String> = redis::cmd("GET").arg(keys::CONVERSION_CURSOR).query_async(&mut conn).await?;
+        let reply: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(self.opts.batch)
+            .arg("STREAMS")
+            .arg(CONVERSION_STREAM)
+            .arg(cursor.as_deref().unwrap_or("0-0"))
+            .query_async(&mut conn)
+            .await?;
+        let entries = parse_read_reply(reply, ["agg"]);
+        let Some((last_id, _)) = entries.last() else { return Ok(0) };
+        let mut sums: std::collections::BTreeMap<(String, String), i64> = std::collections::BTreeMap::new();
+        for (id, [agg]) in &entries {
+            if agg.is_empty() {
+                continue;
+            }
+            let Some(d) = ConversionDeltas::parse(agg) else {
+                tracing::warn!(stream.id = %id, "aggregator: skipping malformed conversion-stream entry");
+                continue;
+            };
+            let dims = [
+                Dim::Note(&d.note),
+                Dim::Creator(&d.creator),
+                Dim::Item(d.platform, d.item),
+                Dim::Platform(d.platform),
+            ];
+            for (field, delta) in d.fields() {
+                for dim in dims {
+                    *sums.entry((keys::agg(dim, &d.day), field.clone())).or_insert(0) += delta;
+                }
+            }
+        }
+        let mut inv = self.conversion_script.prepare_invoke();
+        inv.arg(keys::CONVERSION_CURSOR).arg(last_id).arg(sums.len());
+        for ((key, field), delta) in &sums {
+            inv.arg(key).arg(field).arg(*delta);
+        }
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(entries.len() as u64)
     }
 
     /// Reads one batch after the stored cursor and applies it, holding the apply
@@ -276,7 +366,8 @@ impl Aggregator {
         cmd.arg("COUNT").arg(self.opts.batch).arg("STREAMS").arg(keys::CLICK_STREAM);
         cmd.arg(cursor.as_deref().unwrap_or("0-0"));
         let reply: Value = cmd.query_async(&mut conn).await?;
-        let entries = parse_read_reply(reply);
+        let entries: Vec<Entry> =
+            parse_read_reply(reply, keys::CLICK_FIELDS).into_iter().map(|(id, fields)| Entry { id, fields }).collect();
         if entries.is_empty() {
             return Ok(0);
         }
@@ -495,8 +586,9 @@ pub fn day_of(ts_ms: u64, tz: Tz) -> String {
     }
 }
 
-/// Parses an `XREADGROUP` reply (RESP2 arrays) into entries; skips anything malformed.
-fn parse_read_reply(v: Value) -> Vec<Entry> {
+/// Parses an `XREAD` reply (RESP2 arrays) into `(id, values of the named fields)`;
+/// a missing field is empty; anything malformed is skipped.
+fn parse_read_reply<const N: usize>(v: Value, names: [&str; N]) -> Vec<(String, [String; N])> {
     let mut out = Vec::new();
     let Value::Array(streams) = v else { return out };
     for stream in streams {
@@ -508,14 +600,14 @@ fn parse_read_reply(v: Value) -> Vec<Entry> {
             let id = parts.pop();
             let (Some(id), Some(Value::Array(fields))) = (id, fields) else { continue };
             let Some(id) = as_string(&id) else { continue };
-            let mut entry = Entry { id, ..Entry::default() };
+            let mut values: [String; N] = std::array::from_fn(|_| String::new());
             for pair in fields.chunks_exact(2) {
                 let (Some(name), Some(value)) = (as_string(&pair[0]), as_string(&pair[1])) else { continue };
-                if let Some(i) = keys::CLICK_FIELDS.iter().position(|f| *f == name) {
-                    entry.fields[i] = value;
+                if let Some(i) = names.iter().position(|f| *f == name) {
+                    values[i] = value;
                 }
             }
-            out.push(entry);
+            out.push((id, values));
         }
     }
     out

@@ -39,6 +39,9 @@ pub fn visitor(note: &str, platform: Platform, item: u64, ip_hash: &str, ua: &st
 
 /// Aggregator cursor: the id of the last click-stream entry applied to the aggregates.
 pub const AGGREGATOR_CURSOR: &str = "ll:agg:cursor";
+/// Conversion cursor: the id of the last `ll:conversions` entry whose counter deltas
+/// were added to the aggregates.
+pub const CONVERSION_CURSOR: &str = "ll:agg:conv_cursor";
 
 /// Field names of a click-stream entry, in the order they are written: the click
 /// token and the packed click record ([`crate::click::ClickRecord::to_packed`]).

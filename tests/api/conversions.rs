@@ -29,7 +29,10 @@ async fn post(app: &TestApp, b: &Value) -> (u16, Value) {
     (s, v)
 }
 
+/// A counter of `ll:agg:*`, after the aggregator has applied every conversion so far
+/// (conversion counters are added from the `ll:conversions` stream).
 async fn agg(app: &TestApp, key: String, field: &str) -> i64 {
+    app.state.aggregator.catch_up().await.unwrap();
     let mut r = app.redis().await;
     let v: Option<i64> = r.hget(key, field).await.unwrap();
     v.unwrap_or(0)
@@ -440,6 +443,7 @@ async fn stats_after_scripted_mix_match_hand_totals_with_shanghai_day_boundary()
     assert_eq!(post(&app, &script[0]).await.0, 200);
     assert_eq!(post(&app, &send(&tokens[2].0, "M4", "paid", 1, midnight + 8 * 86_400_000, None)).await.0, 422);
 
+    app.state.aggregator.catch_up().await.unwrap();
     let today = day(click_ms);
     let d = day(midnight - 1);
     let d1 = day(midnight);
