@@ -18,13 +18,15 @@ build: deps
 	cargo build --release --bin linkloop
 
 ## Build, start the gateway (with its own redis-server), print a demo link and the curl to click it.
+## `make run CONFIG=linkloop.toml` starts it with a config file (merchants, keys, …).
+CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG))
 run: build
-	@link=$$(./target/release/linkloop mint --note $(DEMO_NOTE) --creator demo_creator --url '$(DEMO_URL)'); \
+	@link=$$(./target/release/linkloop mint $(CONFIG_ARG) --note $(DEMO_NOTE) --creator demo_creator --url '$(DEMO_URL)'); \
 	echo; echo "Demo tracked link (Taobao item 533000737918, note $(DEMO_NOTE)):"; \
 	echo "  $$link"; echo "Click it as a phone browser (curl's own User-Agent is recorded as a bot, not a click):"; \
 	echo "  curl -i -A 'Mozilla/5.0 (iPhone) Mobile' '$$link'"; \
-	echo "Admin token for the API: see ./data/dev-keys.toml (admin_token)"; echo
-	exec ./target/release/linkloop serve
+	echo "Admin token for the API: admin_token in the config, else in $${LINKLOOP_DATA_DIR:-./data}/dev-keys.toml"; echo
+	exec ./target/release/linkloop serve $(CONFIG_ARG)
 
 ## Formatting, lints, and every test (unit, integration against real redis-server, doc tests).
 test: deps

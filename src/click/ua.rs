@@ -93,6 +93,7 @@ fn crawlers() -> &'static isbot::Bots {
 /// Substrings (lowercase) of in-app browsers' user agents.
 const APP_MARKERS: &[&str] = &[
     "xhsdiscover",
+    "xiaohongshu/",
     "micromessenger",
     "weibo",
     "aweme",
@@ -184,6 +185,12 @@ mod tests {
             c(
                 "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47"
             ),
+            App
+        );
+        assert_eq!(
+            UaClass::classify(Some(
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 XiaoHongShu/8.10.0"
+            )),
             App
         );
         assert_eq!(

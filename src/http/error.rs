@@ -89,11 +89,23 @@ impl IntoResponse for ApiError {
 #[derive(Debug)]
 pub struct RawBody(pub Bytes);
 
+/// Longest time a request body may take to arrive, after its head: past it `408
+/// body_timeout` (RFC 9110 §15.5.9), a client fault, not the `503` of a slow server.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state)).await;
+        let Ok(read) = read else {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time (5 s)",
+            ));
+        };
+        read.map(RawBody).map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body is over this route's size limit")
             } else {
@@ -130,7 +142,15 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 /// Maps a serde_json error to our envelope.
 pub fn json_error(e: serde_json::Error) -> ApiError {
     if e.is_data() {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
+        // serde names our Rust types in some messages ("expected struct CreateLink"): say
+        // what the client must send instead.
+        let text = e.to_string();
+        let message = if text.contains("expected struct") || text.contains("expected a map") {
+            "body must be a JSON object".to_owned()
+        } else {
+            text
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
     } else {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "body is not valid JSON")
     }

@@ -48,7 +48,10 @@ pub async fn follow_link(State(app): State<AppState>, req: Request) -> Response 
         app.metrics.clicks_rate_limited.inc();
         return too_many_requests_page();
     }
-    let (ua, bot) = UaClass::classify_with_reason(headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()));
+    // A User-Agent with non-ASCII bytes (e.g. an app name in Chinese) is still a User-Agent:
+    // classify its UTF-8 reading rather than treating it as absent.
+    let ua_header = headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let (ua, bot) = UaClass::classify_with_reason(ua_header.as_deref());
     let token = click::mint_token();
     let ts_ms = token_ms(&token);
     let location = jump::build(&claims.product, ua.is_mobile(), &token, ts_ms, &app.jump_keys);

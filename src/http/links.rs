@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::auth::require_admin;
+use super::auth::Admin;
 use super::error::{ApiError, RawBody, parse_json, require_json};
 use crate::app::AppState;
 use crate::link::{MintRequest, mint};
@@ -27,12 +27,12 @@ pub struct CreateLink {
 /// `201 {link, platform, item_id, sku_id, note_id}`; `400` naming the field;
 /// `401` without the admin token.
 pub async fn create_link(
+    _: Admin,
     State(app): State<AppState>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    // Authenticate before looking at the body.
-    require_admin(&headers, &app)?;
+    // `Admin` authenticated before the body was read.
     require_json(&headers)?;
     let body: CreateLink = parse_json(&body)?;
     let req = MintRequest {

@@ -132,3 +132,50 @@ async fn errors_have_envelopes_and_write_nothing() {
     assert_eq!(unknown.json::<Value>().await.unwrap()["code"], "not_found");
     app.stop().await;
 }
+
+/// Sends a request head promising a 100-byte body, then only `{`; returns the raw answer.
+async fn stalled_body(app: &crate::support::TestApp, auth: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.strip_prefix("http://").unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/links HTTP/1.1\r\nHost: a\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(30), s.read(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive_and_auth_comes_before_the_body() {
+    let app = spawn_app().await;
+    let body = json!({"note_id": "65682d4500000000380339a5", "creator_id": "c1",
+                      "url": "https://item.jd.com/100012043978.html"})
+    .to_string();
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let res = app
+            .client
+            .post(format!("{}/v1/links", app.base))
+            .header("authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{scheme}");
+    }
+    // A wrong token is refused without waiting for the (stalled) body.
+    let answer = stalled_body(&app, "Bearer wrong").await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("\"code\":\"unauthorized\""), "{answer}");
+    // The right token and a body that never completes: 408 body_timeout, a client fault.
+    let answer = stalled_body(&app, &format!("Bearer {ADMIN_TOKEN}")).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"body_timeout\""), "{answer}");
+    // `[]` is not an object: the message says so without naming internal types.
+    let (status, v) = post(&app, Some(ADMIN_TOKEN), "[]", "application/json").await;
+    assert_eq!((status, v["code"].as_str()), (400, Some("invalid_body")));
+    assert_eq!(v["message"], "body must be a JSON object");
+    app.stop().await;
+}

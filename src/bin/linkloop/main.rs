@@ -105,7 +105,7 @@ enum Command {
         /// Merchant id (`Linkloop-Merchant`).
         #[arg(long)]
         merchant: String,
-        /// Merchant secret for `--kid` [env: LINKLOOP_MERCHANT_SECRET].
+        /// Merchant secret for `--kid`.
         #[arg(long, env = "LINKLOOP_MERCHANT_SECRET", hide_env_values = true)]
         secret: String,
         /// Key id of the secret.
