@@ -57,7 +57,9 @@ pub struct Merchant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No `Linkloop-Merchant` or `Linkloop-Signature` header.
-    #[error("missing Linkloop-Merchant or Linkloop-Signature header")]
+    #[error(
+        "missing merchant or signature (Linkloop-Merchant and Linkloop-Signature headers; on /v1/postback, the merchant, t, k and sig query parameters)"
+    )]
     Missing,
     /// The merchant id is not configured.
     #[error("unknown merchant")]
