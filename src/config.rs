@@ -11,6 +11,7 @@
 //! | `LINKLOOP_DATA_DIR` | `data_dir` | `./data` |
 //! | `LINKLOOP_ADMIN_TOKEN` | `admin_token` | generated, in `{data_dir}/dev-keys.toml` |
 //! | `REDIS_URL` | `redis_url` | unset: `serve` supervises its own `redis-server` |
+//! | `LINKLOOP_WORKER_THREADS` | `worker_threads` | `0`: one per CPU |
 //!
 //! Keys: when `[keys]` gives no link keys, jump keys or visitor secret, dev keys
 //! are generated once into `{data_dir}/dev-keys.toml` (mode 0600) and reused, so
@@ -33,7 +34,8 @@ use crate::click::VisitorHasher;
 use crate::signing::{Keyring, MIN_SECRET_BYTES};
 
 /// Environment variables that override config fields: `(variable, field)`.
-pub const ENV_OVERRIDES: [(&str, &str); 5] = [
+pub const ENV_OVERRIDES: [(&str, &str); 6] = [
+    ("LINKLOOP_WORKER_THREADS", "worker_threads"),
     ("LINKLOOP_LISTEN", "listen"),
     ("LINKLOOP_PUBLIC_URL", "public_url"),
     ("LINKLOOP_DATA_DIR", "data_dir"),
@@ -88,6 +90,12 @@ pub struct Config {
     /// Open client connections at most; past it new connections wait in the kernel's
     /// accept backlog. Default 10,000.
     pub max_connections: usize,
+    /// Request-serving threads. `0` (default): one per CPU (Tokio's multi-threaded
+    /// runtime; `TOKIO_WORKER_THREADS` also sets the count). `1`: a single-threaded
+    /// runtime, the fastest choice when the gateway is given one core (like an nginx
+    /// with `worker_processes 1`): no work-stealing, no cross-thread wake-ups.
+    /// `n > 1`: a multi-threaded runtime with `n` workers.
+    pub worker_threads: usize,
     /// Log JSON lines instead of human-readable text. Default false.
     pub log_json: bool,
     /// Signing keys. Default: dev keys (see module doc).
@@ -179,6 +187,7 @@ impl Default for Config {
             header_read_timeout_ms: 10_000,
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
+            worker_threads: 0,
             log_json: false,
             keys: KeysConfig::default(),
             merchants: Vec::new(),
@@ -265,6 +274,9 @@ impl Config {
         self.tz()?;
         if self.click_write_timeout_ms == 0 || self.request_timeout_ms == 0 || self.max_concurrent_requests == 0 {
             bail!("click_write_timeout_ms, request_timeout_ms and max_concurrent_requests must be positive");
+        }
+        if self.worker_threads > 1024 {
+            bail!("worker_threads: must be 0 (one per CPU) to 1024");
         }
         if self.header_read_timeout_ms == 0 || self.max_connections == 0 {
             bail!("header_read_timeout_ms and max_connections must be positive");

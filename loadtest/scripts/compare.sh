@@ -52,7 +52,7 @@ id = "bench-merchant"
 platforms = ["taobao", "tmall", "jd"]
 secrets = [{ kid = 1, secret = "$MERCHANT_SECRET" }]
 TOML
-export LINKLOOP_DATA_DIR="$WORK/data" LINKLOOP_LISTEN="127.0.0.1:$LL_PORT" TOKIO_WORKER_THREADS=1
+export LINKLOOP_DATA_DIR="$WORK/data" LINKLOOP_LISTEN="127.0.0.1:$LL_PORT" LINKLOOP_WORKER_THREADS=1
 taskset -c 0 ./target/release/linkloop serve --config "$WORK/linkloop.toml" >"$WORK/linkloop.log" 2>&1 &
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$LL_PORT/readyz" >/dev/null && break; sleep 0.1; done
 LINK=$(./target/release/linkloop mint --config "$WORK/linkloop.toml" --note 65682d4500000000380339a5 --creator bench_creator \

@@ -36,7 +36,7 @@ click_soft_limit_per_minute = 1000000000
 click_hard_limit_per_minute = 1000000000
 TOML
 [ "${AGGREGATOR:-on}" = off ] && echo "aggregator_enabled = false" >>"$WORK/linkloop.toml"
-export LINKLOOP_DATA_DIR="$WORK/data" LINKLOOP_LISTEN="127.0.0.1:$PORT" TOKIO_WORKER_THREADS=1
+export LINKLOOP_DATA_DIR="$WORK/data" LINKLOOP_LISTEN="127.0.0.1:$PORT" LINKLOOP_WORKER_THREADS=1
 taskset -c 0 ./target/release/linkloop serve --config "$WORK/linkloop.toml" >"$WORK/linkloop.log" 2>&1 &
 GW=$!
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done

@@ -19,7 +19,7 @@ redis_url = "redis://127.0.0.1:$DEAD/"
 click_soft_limit_per_minute = 100000000
 click_hard_limit_per_minute = 100000000
 TOML
-TOKIO_WORKER_THREADS=1 taskset -c 0 ./target/release/linkloop serve --config "$WORK/spool.toml" >"$WORK/gw.log" 2>&1 &
+LINKLOOP_WORKER_THREADS=1 taskset -c 0 ./target/release/linkloop serve --config "$WORK/spool.toml" >"$WORK/gw.log" 2>&1 &
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
 LINK=$(./target/release/linkloop mint --config "$WORK/spool.toml" --note 65682d4500000000380339a5 --creator spool \
   --url 'https://item.taobao.com/item.htm?id=533000737918' 2>/dev/null)

@@ -299,10 +299,19 @@ async fn gateway_killed_with_spooled_clicks_replays_them_after_restart() {
 
 #[tokio::test]
 async fn sigterm_under_load_finishes_in_flight_and_exits_zero() {
+    // Both runtimes: one thread per CPU (default) and the single-threaded one (`worker_threads = 1`).
+    for threads in [0, 1] {
+        sigterm_under_load(threads).await;
+    }
+}
+
+async fn sigterm_under_load(threads: usize) {
     let dir = tempfile::tempdir().unwrap();
     let redis = TestRedis::start().await;
     let port = free_port();
     let config = gateway_config(dir.path(), &redis.server.tcp_url(), port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("[keys]", &format!("worker_threads = {threads}\n[keys]"))).unwrap();
     let mut gw = start_gateway(&config, port).await;
     let link = mint_link(&gw.base);
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -318,7 +327,7 @@ async fn sigterm_under_load_finishes_in_flight_and_exits_zero() {
     for w in workers {
         tokens.extend(w.await.unwrap());
     }
-    println!("sigterm: 302s={} exit={exit:?}", tokens.len());
+    println!("sigterm (worker_threads = {threads}): 302s={} exit={exit:?}", tokens.len());
     assert_eq!(exit.code(), Some(0));
     // Every 302 answered before exit is recorded (the process applied the stream before exiting).
     let mut r = redis.conn().await;

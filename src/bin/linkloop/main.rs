@@ -185,7 +185,18 @@ fn serve(mut config: Config, listen: Option<SocketAddr>) -> ExitCode {
         config.listen = l;
     }
     linkloop::telemetry::init(config.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let single = config.worker_threads == 1
+        || (config.worker_threads == 0 && std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1"));
+    let built = if single {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if config.worker_threads > 1 {
+            b.worker_threads(config.worker_threads);
+        }
+        b.enable_all().build()
+    };
+    let runtime = match built {
         Ok(r) => r,
         Err(e) => {
             eprintln!("linkloop: cannot start runtime: {e}");
