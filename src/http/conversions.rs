@@ -202,7 +202,7 @@ pub async fn create_conversion_batch(
     for (index, item) in batch.conversions.into_iter().enumerate() {
         let outcome = match serde_json::from_value::<ConversionInput>(item) {
             Ok(input) => process(&app, &merchant, input).await,
-            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())),
+            Err(e) => Err(super::error::json_error(e)),
         };
         let entry = match outcome {
             Ok((status, mut body)) => {
