@@ -206,7 +206,7 @@ impl App {
 
 /// A click's stream fields: the click token (canonical text) and the packed click record.
 fn wire_strings(click: &Click) -> (String, String) {
-    (click.token.hyphenated().to_string(), ClickRecord::from_click(click).to_packed())
+    (click.token.hyphenated().to_string(), ClickRecord::packed_from_click(click))
 }
 
 /// A built, bound, not yet serving gateway.

@@ -38,20 +38,6 @@ pub struct ClickRecord {
 }
 
 impl ClickRecord {
-    /// The record of a click just made.
-    pub fn from_click(c: &super::Click) -> ClickRecord {
-        ClickRecord {
-            ts_ms: c.ts_ms,
-            note_id: c.link.note_id.clone(),
-            creator_id: c.link.creator_id.clone(),
-            product: c.link.product,
-            campaign: c.link.campaign.clone(),
-            ip_hash: c.ip_hash.clone(),
-            ua: c.ua.as_str().to_owned(),
-            referrer_host: c.referrer_host.clone(),
-        }
-    }
-
     /// Builds a record from its field values in order:
     /// ts, note, creator, platform, item, sku, campaign, ip, ua, ref.
     /// `None` when a value is malformed (an entry not written by linkloop).
@@ -79,19 +65,31 @@ impl ClickRecord {
 
     /// The stored string form (see the module doc).
     pub fn to_packed(&self) -> String {
-        let sku = self.product.sku_id.map(|s| s.to_string()).unwrap_or_default();
-        format!(
-            "{VERSION}|{}|{}|{}|{}|{}|{sku}|{}|{}|{}|{}",
-            self.ts_ms,
-            self.note_id,
-            self.creator_id,
-            self.product.platform,
-            self.product.item_id,
-            self.campaign.as_deref().unwrap_or(""),
-            self.ip_hash,
-            self.ua,
-            self.referrer_host.as_deref().unwrap_or("")
-        )
+        pack(&PackedFields {
+            ts_ms: self.ts_ms,
+            note_id: &self.note_id,
+            creator_id: &self.creator_id,
+            product: self.product,
+            campaign: self.campaign.as_deref(),
+            ip_hash: &self.ip_hash,
+            ua: &self.ua,
+            referrer_host: self.referrer_host.as_deref(),
+        })
+    }
+
+    /// The stored string form of a click just made, written straight from the click
+    /// (no intermediate record: this runs on the redirect's hot path).
+    pub fn packed_from_click(c: &super::Click) -> String {
+        pack(&PackedFields {
+            ts_ms: c.ts_ms,
+            note_id: &c.link.note_id,
+            creator_id: &c.link.creator_id,
+            product: c.link.product,
+            campaign: c.link.campaign.as_deref(),
+            ip_hash: &c.ip_hash,
+            ua: c.ua.as_str(),
+            referrer_host: c.referrer_host.as_deref(),
+        })
     }
 
     /// Parses the stored string form. `None` when it is not a v1 record.
@@ -109,6 +107,41 @@ impl ClickRecord {
         }
         Self::from_stream_fields(f)
     }
+}
+
+/// The fields of a packed record, borrowed.
+struct PackedFields<'a> {
+    ts_ms: u64,
+    note_id: &'a str,
+    creator_id: &'a str,
+    product: Product,
+    campaign: Option<&'a str>,
+    ip_hash: &'a str,
+    ua: &'a str,
+    referrer_host: Option<&'a str>,
+}
+
+/// The one place the v1 packed format is written (see the module doc).
+fn pack(f: &PackedFields<'_>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(128);
+    let _ = write!(
+        out,
+        "{VERSION}|{}|{}|{}|{}|{}|",
+        f.ts_ms, f.note_id, f.creator_id, f.product.platform, f.product.item_id
+    );
+    if let Some(sku) = f.product.sku_id {
+        let _ = write!(out, "{sku}");
+    }
+    let _ = write!(
+        out,
+        "|{}|{}|{}|{}",
+        f.campaign.unwrap_or(""),
+        f.ip_hash,
+        f.ua,
+        f.referrer_host.unwrap_or("")
+    );
+    out
 }
 
 fn non_empty(s: &str) -> Option<String> {
