@@ -133,14 +133,7 @@ fn pack(f: &PackedFields<'_>) -> String {
     if let Some(sku) = f.product.sku_id {
         let _ = write!(out, "{sku}");
     }
-    let _ = write!(
-        out,
-        "|{}|{}|{}|{}",
-        f.campaign.unwrap_or(""),
-        f.ip_hash,
-        f.ua,
-        f.referrer_host.unwrap_or("")
-    );
+    let _ = write!(out, "|{}|{}|{}|{}", f.campaign.unwrap_or(""), f.ip_hash, f.ua, f.referrer_host.unwrap_or(""));
     out
 }
 
