@@ -35,7 +35,7 @@ const MAX_ITEM_DIGITS: usize = 19;
 pub const GMV_FEN_CURRENCY: &str = "CNY";
 
 /// Header line of the CSV rendering (see [`Report::to_csv`]).
-pub const CSV_HEADER: &str = "date,clicks,uv,conversions,refunds,gmv_fen,cvr";
+pub const CSV_HEADER: &str = "date,clicks,uv,conversions,refunds,gmv_fen,cvr,repeat_clicks";
 
 /// A rejected stats input: which field, a stable code, and a message that
 /// starts with the field name.
@@ -404,7 +404,9 @@ impl Report {
 
     /// CSV: the [`CSV_HEADER`] line, one row per day, then a `total` row; `\n` line
     /// ends. `gmv_fen` is net CNY in fen; `cvr` is printed as the JSON number is
-    /// (`0`, `0.5`, `0.333333`). Other currencies are in the JSON only.
+    /// (`0`, `0.5`, `0.333333`); `repeat_clicks` (last, so readers of the earlier
+    /// seven columns keep working) is the part of `clicks` that were repeats. Other
+    /// currencies are in the JSON only.
     pub fn to_csv(&self) -> String {
         let mut out = String::with_capacity(64 * (self.days.len() + 2));
         out.push_str(CSV_HEADER);
@@ -412,12 +414,16 @@ impl Report {
         for d in &self.days {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{}",
-                d.date, d.clicks, d.uv, d.conversions, d.refunds, d.gmv_fen, d.cvr
+                "{},{},{},{},{},{},{},{}",
+                d.date, d.clicks, d.uv, d.conversions, d.refunds, d.gmv_fen, d.cvr, d.repeat_clicks
             );
         }
         let t = &self.total;
-        let _ = writeln!(out, "total,{},{},{},{},{},{}", t.clicks, t.uv, t.conversions, t.refunds, t.gmv_fen, t.cvr);
+        let _ = writeln!(
+            out,
+            "total,{},{},{},{},{},{},{}",
+            t.clicks, t.uv, t.conversions, t.refunds, t.gmv_fen, t.cvr, t.repeat_clicks
+        );
         out
     }
 
@@ -620,7 +626,13 @@ mod tests {
         let days = vec![
             DayStats::from_fields(
                 "2026-02-28",
-                [("clicks", "3"), ("conversions", "1"), ("paid:CNY", "12900"), ("paid:USD", "250")],
+                [
+                    ("clicks", "3"),
+                    ("repeat_clicks", "1"),
+                    ("conversions", "1"),
+                    ("paid:CNY", "12900"),
+                    ("paid:USD", "250"),
+                ],
                 2,
             ),
             DayStats::from_fields("2026-03-01", [], 0),
@@ -644,11 +656,11 @@ mod tests {
     fn csv_exact_text() {
         assert_eq!(
             sample().to_csv(),
-            "date,clicks,uv,conversions,refunds,gmv_fen,cvr\n\
-             2026-02-28,3,2,1,0,12900,0.333333\n\
-             2026-03-01,0,0,0,0,0,0\n\
-             2026-03-02,4,4,2,1,-7900,0.5\n\
-             total,7,5,3,1,5000,0.428571\n"
+            "date,clicks,uv,conversions,refunds,gmv_fen,cvr,repeat_clicks\n\
+             2026-02-28,3,2,1,0,12900,0.333333,1\n\
+             2026-03-01,0,0,0,0,0,0,0\n\
+             2026-03-02,4,4,2,1,-7900,0.5,0\n\
+             total,7,5,3,1,5000,0.428571,1\n"
         );
     }
 
@@ -662,13 +674,13 @@ mod tests {
         assert_eq!(v["days"].as_array().unwrap().len(), 3);
         assert_eq!(
             v["days"][0],
-            serde_json::json!({"date": "2026-02-28", "clicks": 3, "uv": 2, "conversions": 1, "refunds": 0,
-                "gmv_fen": 12900, "gmv": {"CNY": 12900, "USD": 250}, "cvr": 0.333333})
+            serde_json::json!({"date": "2026-02-28", "clicks": 3, "repeat_clicks": 1, "uv": 2, "conversions": 1,
+                "refunds": 0, "gmv_fen": 12900, "gmv": {"CNY": 12900, "USD": 250}, "cvr": 0.333333})
         );
         assert_eq!(
             v["total"],
-            serde_json::json!({"clicks": 7, "uv": 5, "conversions": 3, "refunds": 1, "gmv_fen": 5000,
-                "gmv": {"CNY": 5000, "USD": 250}, "cvr": 0.428571})
+            serde_json::json!({"clicks": 7, "repeat_clicks": 1, "uv": 5, "conversions": 3, "refunds": 1,
+                "gmv_fen": 5000, "gmv": {"CNY": 5000, "USD": 250}, "cvr": 0.428571})
         );
     }
 

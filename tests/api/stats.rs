@@ -92,11 +92,11 @@ async fn note_stats_exact_json_and_csv() {
     let v: Value = get(&app, &upper, Some(ADMIN_TOKEN), None).await.json().await.unwrap();
     assert_eq!((v["id"].as_str(), v["total"]["clicks"].as_u64()), (Some(NOTE), Some(4)));
 
-    let csv = "date,clicks,uv,conversions,refunds,gmv_fen,cvr\n\
-               2026-02-27,0,0,0,0,0,0\n\
-               2026-02-28,3,2,1,0,12900,0.333333\n\
-               2026-03-01,4,4,2,1,-7900,0.5\n\
-               total,7,5,3,1,5000,0.428571\n";
+    let csv = "date,clicks,uv,conversions,refunds,gmv_fen,cvr,repeat_clicks\n\
+               2026-02-27,0,0,0,0,0,0,0\n\
+               2026-02-28,3,2,1,0,12900,0.333333,0\n\
+               2026-03-01,4,4,2,1,-7900,0.5,0\n\
+               total,7,5,3,1,5000,0.428571,0\n";
     for (query, accept) in [(format!("{q}&format=csv"), None), (q.clone(), Some("text/csv"))] {
         let res = get(&app, &query, Some(ADMIN_TOKEN), accept).await;
         assert_eq!(res.status(), 200, "{query} {accept:?}");
@@ -114,7 +114,7 @@ async fn note_stats_exact_json_and_csv() {
             .await;
     assert_eq!(
         res.text().await.unwrap(),
-        "date,clicks,uv,conversions,refunds,gmv_fen,cvr\n2026-03-01,8,3,1,0,0,0.125\ntotal,8,3,1,0,0,0.125\n"
+        "date,clicks,uv,conversions,refunds,gmv_fen,cvr,repeat_clicks\n2026-03-01,8,3,1,0,0,0.125,0\ntotal,8,3,1,0,0,0.125,0\n"
     );
     app.stop().await;
 }
@@ -239,8 +239,8 @@ async fn report_cli_prints_csv_json_and_table() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
-        "date,clicks,uv,conversions,refunds,gmv_fen,cvr\n2026-02-27,0,0,0,0,0,0\n2026-02-28,3,2,1,0,12900,0.333333\n\
-         2026-03-01,4,4,2,1,-7900,0.5\ntotal,7,5,3,1,5000,0.428571\n"
+        "date,clicks,uv,conversions,refunds,gmv_fen,cvr,repeat_clicks\n2026-02-27,0,0,0,0,0,0,0\n\
+         2026-02-28,3,2,1,0,12900,0.333333,0\n2026-03-01,4,4,2,1,-7900,0.5,0\ntotal,7,5,3,1,5000,0.428571,0\n"
     );
 
     let (code, out, err) = linkloop(&with(&["--format", "json"]), url);
@@ -259,7 +259,7 @@ async fn report_cli_prints_csv_json_and_table() {
         url,
     );
     assert_eq!(code, 0);
-    assert!(out.ends_with("\ntotal,8,3,1,0,0,0.125\n"), "{out}");
+    assert!(out.ends_with("\ntotal,8,3,1,0,0,0.125,0\n"), "{out}");
 
     // Bad arguments: 64, one line naming the flag.
     let (code, _, err) = linkloop(&["report", "--note", "123"], url);
