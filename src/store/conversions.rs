@@ -76,7 +76,8 @@ else
   local ts = tonumber(f[2])
   note, creator, platform, item = f[3], f[4], f[5], f[6]
   if not string.find(allowed, ',' .. platform .. ',', 1, true) then return {'platform_not_allowed', platform} end
-  if occurred < ts or occurred > ts + window then return {'outside_window'} end
+  -- Merchants often send whole seconds: an order in the click's own second counts.
+  if occurred < ts - ts % 1000 or occurred > ts + window then return {'outside_window'} end
 end
 if want_item ~= '' and want_item ~= item then return {'item_mismatch'} end
 local paid, refunded = tonumber(o[2] or '0'), tonumber(o[3] or '0')

@@ -296,6 +296,9 @@ async fn attribution_window_edges() {
     assert_eq!((s, v["code"].as_str()), (422, Some("outside_attribution_window")));
     let (s, v) = post(&app, &body(&token, "W-before", "paid", 100, ts - 1000)).await;
     assert_eq!((s, v["code"].as_str()), (422, Some("outside_attribution_window")));
+    // A timestamp in whole seconds, in the click's own second (so before its exact ms): counts.
+    let (s, _) = post(&app, &body(&token, "W-same-second", "paid", 100, ts - ts % 1000)).await;
+    assert_eq!(s, 201);
     app.stop().await;
 }
 
