@@ -168,23 +168,23 @@ end
 }
 use after_fn;
 
-/// Adds a batch of conversion counter deltas atomically; returns how many counters.
+/// Adds a batch of conversion counter deltas atomically; returns how many counters,
+/// or -1 when another aggregator moved the cursor since this batch was read.
 ///
-/// ARGV: 1 conversion cursor key, 2 last stream id of the batch, 3 n; then n triples
-/// (agg key, field, delta). The batch is skipped when the cursor is at or past its id.
-const APPLY_CONVERSIONS_SCRIPT: &str = concat!(
-    after_fn!(),
-    r#"
-local cursor = redis.call('GET', ARGV[1])
-if cursor and not after(ARGV[2], cursor) then return 0 end
-local n = tonumber(ARGV[3])
+/// ARGV: 1 conversion cursor key, 2 last stream id of the batch, 3 the cursor the batch
+/// was read after (empty: none), 4 n; then n triples (agg key, field, delta). The
+/// deltas are pre-summed per batch, so the batch applies only if the cursor is still
+/// the one it was read after (several gateways may run the aggregator): never twice.
+const APPLY_CONVERSIONS_SCRIPT: &str = r#"
+local cursor = redis.call('GET', ARGV[1]) or ''
+if cursor ~= ARGV[3] then return -1 end
+local n = tonumber(ARGV[4])
 for i = 0, n - 1 do
-  redis.call('HINCRBY', ARGV[4 + 3 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i])
+  redis.call('HINCRBY', ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i])
 end
 redis.call('SET', ARGV[1], ARGV[2])
 return n
-"#
-);
+"#;
 
 /// Settings for the aggregator.
 #[derive(Debug, Clone)]
@@ -293,10 +293,11 @@ impl Aggregator {
 
     /// Reads one batch of the conversion stream after its cursor and adds the
     /// entries' counter deltas (the `agg` field) in one script call: one `HINCRBY`
-    /// per distinct counter of the batch, then the cursor. Each accepted conversion
-    /// is in the stream exactly once (written with its idempotency record), so the
-    /// cursor alone makes this exactly once. Entries without `agg` are passed over.
-    /// Returns the entries read.
+    /// per distinct counter of the batch, then the cursor, only if the cursor has not
+    /// moved since the read. Each accepted conversion is in the stream exactly once
+    /// (written with its idempotency record), so this makes it counted exactly once.
+    /// Entries without `agg` are passed over. Returns the entries read (applied by this
+    /// call or, when the cursor moved meanwhile, by another aggregator).
     async fn conversion_pass(&self) -> redis::RedisResult<u64> {
         let mut conn = self.conn.clone();
         let _guard = self.apply.lock().await;
@@ -333,11 +334,12 @@ impl Aggregator {
             }
         }
         let mut inv = self.conversion_script.prepare_invoke();
-        inv.arg(keys::CONVERSION_CURSOR).arg(last_id).arg(sums.len());
+        inv.arg(keys::CONVERSION_CURSOR).arg(last_id).arg(cursor.as_deref().unwrap_or("")).arg(sums.len());
         for ((key, field), delta) in &sums {
             inv.arg(key).arg(field).arg(*delta);
         }
-        let _: i64 = inv.invoke_async(&mut conn).await?;
+        // -1: another aggregator moved the cursor first; the caller re-reads from there.
+        let _applied: i64 = inv.invoke_async(&mut conn).await?;
         Ok(entries.len() as u64)
     }
 

@@ -486,3 +486,35 @@ async fn stats_after_scripted_mix_match_hand_totals_with_shanghai_day_boundary()
     assert_eq!(total, "total,3,1,2,1,12500,0.666667,2", "{csv}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn two_aggregators_count_each_conversion_once() {
+    // The in-process aggregator is off; two independent ones (as in two gateways on one
+    // Redis) race over the same conversion stream.
+    let app = spawn_app_with(|c| c.aggregator_enabled = false).await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    for i in 0..300 {
+        assert_eq!(post(&app, &body(&token, &format!("R-{i}"), "paid", 100, ts + 10)).await.0, 201);
+    }
+    let make = || {
+        let conn =
+            linkloop::store::connect_manager(&app.redis.server.tcp_url(), std::time::Duration::from_secs(1)).unwrap();
+        let opts = linkloop::store::aggregator::AggregatorOptions {
+            batch: 16,
+            click_ttl_ms: 8 * 86_400_000,
+            repeat_window_ms: 1_800_000,
+            tz: chrono_tz::Asia::Shanghai,
+        };
+        linkloop::store::aggregator::Aggregator::new(conn, opts, app.state.metrics.clone())
+    };
+    let (a, b) = (make(), make());
+    let (ra, rb) = tokio::join!(a.catch_up(), b.catch_up());
+    ra.unwrap();
+    rb.unwrap();
+    let mut r = app.redis().await;
+    let key = format!("ll:agg:note:{NOTE}:{}", day(ts + 10));
+    let conversions: i64 = r.hget(&key, "conversions").await.unwrap();
+    let paid: i64 = r.hget(&key, "paid:CNY").await.unwrap();
+    assert_eq!((conversions, paid), (300, 30_000));
+    app.stop().await;
+}
