@@ -352,30 +352,37 @@ async fn sleep_until_opt(t: Option<Instant>) {
 }
 
 /// Books the outcome of one report; returns the follow-ups to schedule.
+/// Whether a first delivery (paid or refund) was counted by the gateway: `201`, or a
+/// `200` duplicate of an earlier delivery whose answer was lost. Tallies every other
+/// outcome in `out`.
+fn first_delivery_counted(out: &mut ConvOutcome, d: Delivery) -> bool {
+    match d {
+        Delivery::Counted(_) | Delivery::Duplicate { after_unknown: true } => true,
+        Delivery::Duplicate { after_unknown: false } => {
+            out.unexpected_duplicates += 1;
+            false
+        }
+        Delivery::Rejected(code) => {
+            *out.rejected.entry(code).or_insert(0) += 1;
+            false
+        }
+        Delivery::Throttled => {
+            out.throttled += 1;
+            false
+        }
+        Delivery::Unknown => {
+            out.unknown += 1;
+            false
+        }
+    }
+}
+
 fn settle(out: &mut ConvOutcome, cfg: &ConvConfig, rng: &mut SmallRng, action: Action, d: Delivery) -> Vec<Action> {
     let mut follow = Vec::new();
     let reject = |out: &mut ConvOutcome, code: String| *out.rejected.entry(code).or_insert(0) += 1;
     match action {
         Action::Paid { token, note, order, amount, occurred_ms } => {
-            let counted = match d {
-                Delivery::Counted(_) | Delivery::Duplicate { after_unknown: true } => true,
-                Delivery::Duplicate { after_unknown: false } => {
-                    out.unexpected_duplicates += 1;
-                    false
-                }
-                Delivery::Rejected(code) => {
-                    reject(out, code);
-                    false
-                }
-                Delivery::Throttled => {
-                    out.throttled += 1;
-                    false
-                }
-                Delivery::Unknown => {
-                    out.unknown += 1;
-                    false
-                }
-            };
+            let counted = first_delivery_counted(out, d);
             if counted {
                 out.paid_accepted += 1;
                 if let Some(n) = out.per_note.get_mut(note as usize) {
@@ -402,25 +409,7 @@ fn settle(out: &mut ConvOutcome, cfg: &ConvConfig, rng: &mut SmallRng, action: A
             Delivery::Unknown => out.unknown += 1,
         },
         Action::Refund { note, amount, .. } => {
-            let counted = match d {
-                Delivery::Counted(_) | Delivery::Duplicate { after_unknown: true } => true,
-                Delivery::Duplicate { after_unknown: false } => {
-                    out.unexpected_duplicates += 1;
-                    false
-                }
-                Delivery::Rejected(code) => {
-                    reject(out, code);
-                    false
-                }
-                Delivery::Throttled => {
-                    out.throttled += 1;
-                    false
-                }
-                Delivery::Unknown => {
-                    out.unknown += 1;
-                    false
-                }
-            };
+            let counted = first_delivery_counted(out, d);
             if counted {
                 out.refunds_accepted += 1;
                 if let Some(n) = out.per_note.get_mut(note as usize) {
