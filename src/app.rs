@@ -327,14 +327,14 @@ impl Application {
             stop_rx,
         ));
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
-        let router = crate::http::router(state.clone());
+        let gateway = crate::http::Gateway::new(state.clone());
         let (signalled_tx, mut signalled_rx) = watch::channel(false);
         let limits = crate::http::server::ServerLimits {
             header_read_timeout_ms: state.config.header_read_timeout_ms,
             max_header_bytes: state.config.max_header_bytes,
             max_connections: state.config.max_connections,
         };
-        let server = crate::http::server::serve(listener, router, limits, async move {
+        let server = crate::http::server::serve(listener, gateway, limits, async move {
             shutdown.await;
             let _ = signalled_tx.send(true);
         });

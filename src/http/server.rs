@@ -23,14 +23,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tower::ServiceExt;
+
+use super::Gateway;
 
 /// Connection-level limits, from [`crate::config::Config`].
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +43,7 @@ pub struct ServerLimits {
     pub max_connections: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting,
+/// Serves `gateway` on `listener` until `shutdown` resolves, then stops accepting,
 /// asks every open connection to finish its in-flight request and close, and returns
 /// once all have closed. The caller bounds that drain with its own grace timer.
 ///
@@ -51,7 +51,7 @@ pub struct ServerLimits {
 /// the loop. Returns when the drain is complete.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    gateway: Gateway,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -91,11 +91,12 @@ pub async fn serve(
         };
         // Redirect responses are small; send them without waiting for more data.
         let _ = stream.set_nodelay(true);
-        let (http, router, mut stop, alive) = (http.clone(), router.clone(), stop_rx.clone(), alive_tx.clone());
+        let (http, gateway, mut stop, alive) = (http.clone(), gateway.clone(), stop_rx.clone(), alive_tx.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                router.clone().oneshot(req.map(Body::new))
+                let res = gateway.clone().serve(req.map(Body::new));
+                async move { Ok::<_, std::convert::Infallible>(res.await) }
             });
             let conn = http.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
