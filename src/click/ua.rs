@@ -38,7 +38,28 @@ impl UaClass {
     }
 
     /// Like [`UaClass::classify`], also returning the bot reason for [`UaClass::Bot`].
+    ///
+    /// Results for user agents of at most [`CACHED_UA_BYTES`] bytes are kept in a
+    /// bounded cache ([`UA_CACHE_ENTRIES`] entries, quick_cache's S3-FIFO eviction):
+    /// shoppers' user agents repeat (a handful of app and browser builds make most of
+    /// the traffic), and classifying one costs about a microsecond (case folding, the
+    /// named tables, the crawler regex) where a cache hit costs a hash. Longer or
+    /// churning user agents are classified each time; the cache's memory stays below
+    /// about `UA_CACHE_ENTRIES × CACHED_UA_BYTES`.
     pub fn classify_with_reason(ua: Option<&str>) -> (UaClass, Option<&'static str>) {
+        let Some(key) = ua.filter(|u| u.len() <= CACHED_UA_BYTES) else {
+            return Self::classify_uncached(ua);
+        };
+        let cache = ua_cache();
+        if let Some(hit) = cache.get(key) {
+            return hit;
+        }
+        let class = Self::classify_uncached(ua);
+        cache.insert(key.into(), class);
+        class
+    }
+
+    fn classify_uncached(ua: Option<&str>) -> (UaClass, Option<&'static str>) {
         if let Some(reason) = bot_reason(ua) {
             return (UaClass::Bot, Some(reason));
         }
@@ -83,6 +104,18 @@ pub fn bot_reason(ua: Option<&str>) -> Option<&'static str> {
         return Some("non_browser");
     }
     None
+}
+
+/// Longest user agent whose class is cached, bytes.
+pub const CACHED_UA_BYTES: usize = 512;
+/// Entries of the user-agent class cache.
+pub const UA_CACHE_ENTRIES: usize = 4096;
+
+type UaCache = quick_cache::sync::Cache<Box<str>, (UaClass, Option<&'static str>)>;
+
+fn ua_cache() -> &'static UaCache {
+    static CACHE: std::sync::LazyLock<UaCache> = std::sync::LazyLock::new(|| UaCache::new(UA_CACHE_ENTRIES));
+    &CACHE
 }
 
 fn crawlers() -> &'static isbot::Bots {
@@ -156,6 +189,27 @@ const HTTP_LIBRARIES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::UaClass::{self, *};
+
+    #[test]
+    fn cached_class_is_the_computed_class() {
+        let uas = [
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 xiaohongshu/8.30",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
+            "curl/8.5.0",
+            "facebookexternalhit/1.1",
+            "",
+        ];
+        for ua in uas {
+            let computed = UaClass::classify_uncached(Some(ua));
+            // First call fills the cache, the second is served from it.
+            assert_eq!(UaClass::classify_with_reason(Some(ua)), computed, "{ua}");
+            assert_eq!(UaClass::classify_with_reason(Some(ua)), computed, "{ua}");
+        }
+        let long = format!("Mozilla/5.0 (iPhone) Mobile {}", "x".repeat(super::CACHED_UA_BYTES));
+        assert_eq!(UaClass::classify_with_reason(Some(&long)), (Mobile, None));
+        assert!(super::ua_cache().get(long.as_str()).is_none(), "long user agents are not cached");
+        assert_eq!(UaClass::classify_with_reason(None), (Bot, Some("empty_ua")));
+    }
 
     #[test]
     fn classes() {
