@@ -67,9 +67,10 @@ pub struct Config {
     pub click_grace_days: u32,
     /// Longest wait for Redis to acknowledge a click before redirecting anyway, ms. Default 200.
     pub click_write_timeout_ms: u64,
-    /// Approximate cap of the click stream, entries (`XADD MAXLEN ~`). Default 2,000,000.
+    /// Approximate cap of the click stream, entries (`XADD MAXLEN ~`; an entry holds one group
+    /// commit of 1 to 128 clicks). Default 2,000,000.
     pub click_stream_maxlen: u64,
-    /// Click-stream entries applied per aggregator script call. Default 128 (a call blocks
+    /// Clicks applied per aggregator script call (whole stream entries; at least one). Default 128 (a call blocks
     /// Redis for well under a millisecond, so the redirect's tail stays short).
     pub aggregator_batch: usize,
     /// Run the aggregator in this process. With several gateways on one Redis, any

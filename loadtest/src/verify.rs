@@ -477,7 +477,8 @@ pub async fn read_stream(redis_url: &str, notes: &HashMap<String, u32>, since_ms
         }
         let mut start = format!("{since_ms}-0");
         loop {
-            let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            // An entry holds one `tok`/`rec`[/`reason`] group per click of a group commit.
+            let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
                 .arg(stream)
                 .arg(&start)
                 .arg("+")
@@ -485,23 +486,25 @@ pub async fn read_stream(redis_url: &str, notes: &HashMap<String, u32>, since_ms
                 .arg(10_000)
                 .query_async(&mut conn)
                 .await?;
-            let Some(last) = reply.ids.last() else { break };
-            start = next_id(&last.id).with_context(|| format!("stream id {:?}", last.id))?;
-            let n = reply.ids.len();
-            for e in reply.ids {
-                out.scanned += 1;
-                let (Some(tok), Some(rec)) = (e.get::<String>("tok"), e.get::<String>("rec")) else { continue };
-                if rec.split('|').nth(2).and_then(|n| notes.get(n)).is_none() {
-                    continue;
-                }
-                let Some(t) = crate::clicks::parse_uuid(tok.as_bytes()) else { continue };
-                let r = out.entries.entry(t).or_default();
-                if billable {
-                    r.clicks += 1;
-                } else {
-                    r.nonbillable += 1;
-                    if r.reason.is_empty() {
-                        r.reason = e.get::<String>("reason").unwrap_or_default();
+            let Some((last, _)) = reply.last() else { break };
+            start = next_id(last).with_context(|| format!("stream id {last:?}"))?;
+            let n = reply.len();
+            for (_, fields) in &reply {
+                for click in stream_clicks(fields) {
+                    out.scanned += 1;
+                    let (Some(tok), Some(rec)) = (click.tok, click.rec) else { continue };
+                    if rec.split('|').nth(2).and_then(|n| notes.get(n)).is_none() {
+                        continue;
+                    }
+                    let Some(t) = crate::clicks::parse_uuid(tok.as_bytes()) else { continue };
+                    let r = out.entries.entry(t).or_default();
+                    if billable {
+                        r.clicks += 1;
+                    } else {
+                        r.nonbillable += 1;
+                        if r.reason.is_empty() {
+                            r.reason = click.reason.unwrap_or_default().to_owned();
+                        }
                     }
                 }
             }
@@ -511,6 +514,29 @@ pub async fn read_stream(redis_url: &str, notes: &HashMap<String, u32>, since_ms
         }
     }
     Ok(out)
+}
+
+/// One click of a stream entry: its `tok`, `rec` and `reason` values.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct StreamClick<'a> {
+    tok: Option<&'a str>,
+    rec: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+/// The clicks of one stream entry's fields, in order: each `tok` starts a click, the
+/// `rec` and `reason` after it belong to it (one group per click of a group commit).
+fn stream_clicks(fields: &[(String, String)]) -> Vec<StreamClick<'_>> {
+    let mut out: Vec<StreamClick<'_>> = Vec::new();
+    for (name, value) in fields {
+        match (name.as_str(), out.last_mut()) {
+            ("tok", _) => out.push(StreamClick { tok: Some(value), ..StreamClick::default() }),
+            ("rec", Some(c)) => c.rec = Some(value),
+            ("reason", Some(c)) => c.reason = Some(value),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The smallest stream id after `id` (`ms-seq` → `ms-(seq+1)`).
@@ -534,6 +560,20 @@ pub fn shanghai_day(ms: u64, days: i64) -> String {
 mod tests {
     use super::*;
     use crate::clicks::{NoteClicks, SeenToken};
+
+    #[test]
+    fn stream_entries_hold_one_group_per_click() {
+        let f = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        let one = f(&[("tok", "t1"), ("rec", "r1")]);
+        assert_eq!(stream_clicks(&one), [StreamClick { tok: Some("t1"), rec: Some("r1"), reason: None }]);
+        let group =
+            f(&[("tok", "t1"), ("rec", "r1"), ("reason", "crawler"), ("tok", "t2"), ("rec", "r2"), ("reason", "head")]);
+        let got = stream_clicks(&group);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[1].tok, got[1].rec, got[1].reason), (Some("t2"), Some("r2"), Some("head")));
+        // A stray field before any tok belongs to no click.
+        assert_eq!(stream_clicks(&f(&[("rec", "r0"), ("tok", "t1")])).len(), 1);
+    }
 
     fn obs(per_note: Vec<NoteClicks>) -> ClickObs {
         ClickObs { per_note, ..ClickObs::default() }

@@ -21,6 +21,7 @@
 //!   (a conversion for a click seconds old) apply everything appended so far.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -41,37 +42,45 @@ pub const IDLE: Duration = Duration::from_millis(50);
 
 /// Applies a batch of click-stream entries atomically; returns how many were new.
 ///
-/// ARGV: 1 cursor key, 2 last stream id of the batch, 3 n (entries), 4 m (distinct
+/// ARGV: 1 cursor key, 2 last stream id of the batch, 3 n (clicks), 4 m (distinct
 /// dimension values), 5 repeat window (ms), 6 nb (click-record buckets), 7 nr (repeat
-/// buckets); then m agg keys; then the m matching uv keys; then nb pairs (bucket key,
-/// expire-at ms); then nr pairs (repeat key, expire-at ms); then per entry
-/// 11 values: record-bucket index (0: malformed entry, passed over), click
-/// token, packed record, click ms, four indexes into the dimension tables (note,
-/// creator, item, platform), visitor field, repeat-bucket index of the click's slot,
-/// of the slot before (0: none); then per dimension value (1..=m) a count and that
-/// many distinct visitors of the batch (PFADD is idempotent, so visitors are added
-/// whether or not their click was new).
+/// buckets), 8 nk (kinds); then m agg keys; then the m matching uv keys; then nb pairs
+/// (bucket key, expire-at ms); then nr pairs (repeat key, expire-at ms); then nk kinds
+/// of 7 indexes each (record bucket, note, creator, item, platform, repeat bucket of the
+/// click's slot, of the slot before (0: none)): what clicks of one link in one minute
+/// share, sent once; then per click 5 values: kind (0: malformed entry, passed over),
+/// click token, packed record, click ms, visitor field; then per dimension value
+/// (1..=m) a count and that many distinct visitors of the batch (PFADD is idempotent,
+/// so visitors are added whether or not their click was new).
 ///
 /// Per bucket, not per click: one `HMGET` finds which tokens already have a record
 /// (a replayed click), one `HSET` writes the new ones; the same for repeat markers.
 /// The whole batch is skipped when the cursor is already at or past its last id.
+/// Few values per click: each costs Redis an argument object and Lua a string.
 const APPLY_SCRIPT: &str = concat!(
     after_fn!(),
     r#"
 local cursor = redis.call('GET', ARGV[1])
 if cursor and not after(ARGV[2], cursor) then return 0 end
 local n, m, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local nb, nr = tonumber(ARGV[6]), tonumber(ARGV[7])
-local kb = 7 + 2 * m
+local nb, nr, nk = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local kb = 8 + 2 * m
 local kr = kb + 2 * nb
-local eb = kr + 2 * nr
-local W = 11
+local kk = kr + 2 * nr
+local eb = kk + 7 * nk
+local W = 5
+local kinds = {}
+for k = 1, nk do
+  local t = {}
+  for j = 1, 7 do t[j] = tonumber(ARGV[kk + 7 * (k - 1) + j]) end
+  kinds[k] = t
+end
 local function add(t, k, v) local l = t[k]; if not l then l = {}; t[k] = l end; l[#l + 1] = v end
 -- 1. Click records: which tokens are new (one HMGET per bucket), then write them.
-local byb = {}
+local kind, byb = {}, {}
 for i = 0, n - 1 do
-  local b = tonumber(ARGV[eb + i * W + 1])
-  if b > 0 then add(byb, b, i) end
+  local k = kinds[tonumber(ARGV[eb + i * W + 1])]
+  if k then kind[i] = k; add(byb, k[1], i) end
 end
 local isnew, batch = {}, {}
 for b, l in pairs(byb) do
@@ -98,11 +107,9 @@ end
 local want = {}
 for i = 0, n - 1 do
   if isnew[i] then
-    local e = eb + i * W
-    for k = 10, 11 do
-      local r = tonumber(ARGV[e + k])
-      if r > 0 then add(want, r, ARGV[e + 9]) end
-    end
+    local k, f = kind[i], ARGV[eb + i * W + 5]
+    add(want, k[6], f)
+    if k[7] > 0 then add(want, k[7], f) end
   end
 end
 local last = {}
@@ -117,19 +124,18 @@ local cnt, rep, rput = {}, {}, {}
 local new = 0
 for i = 0, n - 1 do
   if isnew[i] then
-    local e = eb + i * W
+    local e, k = eb + i * W, kind[i]
     new = new + 1
-    local ts, f = tonumber(ARGV[e + 4]), ARGV[e + 9]
+    local ts, f = tonumber(ARGV[e + 4]), ARGV[e + 5]
     local l = last[f]
     local repeated = l and math.abs(ts - l) < window
     if not repeated then
       last[f] = ts
-      local r = tonumber(ARGV[e + 10])
-      add(rput, r, f)
-      add(rput, r, ARGV[e + 4])
+      add(rput, k[6], f)
+      add(rput, k[6], ARGV[e + 4])
     end
-    for j = 5, 8 do
-      local d = tonumber(ARGV[e + j])
+    for j = 2, 5 do
+      local d = k[j]
       cnt[d] = (cnt[d] or 0) + 1
       if repeated then rep[d] = (rep[d] or 0) + 1 end
     end
@@ -140,12 +146,12 @@ for r, p in pairs(rput) do
   redis.call('HSET', key, unpack(p))
   redis.call('PEXPIREAT', key, ARGV[kr + 2 * r])
 end
-for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[7 + d], 'clicks', c) end
-for d, c in pairs(rep) do redis.call('HINCRBY', ARGV[7 + d], 'repeat_clicks', c) end
+for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[8 + d], 'clicks', c) end
+for d, c in pairs(rep) do redis.call('HINCRBY', ARGV[8 + d], 'repeat_clicks', c) end
 local v = eb + W * n + 1
 for d = 1, m do
   local c = tonumber(ARGV[v])
-  if c > 0 then redis.call('PFADD', ARGV[7 + m + d], unpack(ARGV, v + 1, v + c)) end
+  if c > 0 then redis.call('PFADD', ARGV[8 + m + d], unpack(ARGV, v + 1, v + c)) end
   v = v + 1 + c
 end
 redis.call('SET', ARGV[1], ARGV[2])
@@ -209,6 +215,8 @@ pub struct Aggregator {
     /// Serialises apply passes of the loop and of [`Aggregator::catch_up`]; held only
     /// while applying, never across the blocking read.
     apply: Mutex<()>,
+    /// Clicks per stream entry in the last batch read (sizes the next read).
+    clicks_per_entry: AtomicUsize,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -217,9 +225,10 @@ impl std::fmt::Debug for Aggregator {
     }
 }
 
-/// One click-stream entry as read back.
+/// One click as read back from the click stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Entry {
+    /// Id of the stream entry holding it (shared by the clicks of one group commit).
     id: String,
     /// `tok` and `rec` values.
     fields: [String; 2],
@@ -236,17 +245,21 @@ impl Aggregator {
             opts,
             metrics,
             apply: Mutex::new(()),
+            clicks_per_entry: AtomicUsize::new(1),
         }
     }
 
     /// Runs until `shutdown` turns true: reads from the cursor, applies, repeats.
     /// Redis errors are logged and retried after a pause.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        // After a full batch there is more to read at once: no blocking wait.
+        let mut full = false;
         while !*shutdown.borrow() {
             let step = async {
-                let read = self.pass(Some(BLOCK)).await?;
+                let (_, more) = self.pass((!full).then_some(BLOCK)).await?;
                 while self.conversion_pass().await? >= self.opts.batch as u64 {}
-                if read < self.opts.batch as u64 {
+                full = more;
+                if !full {
                     tokio::time::sleep(IDLE).await;
                 }
                 Ok::<_, redis::RedisError>(())
@@ -283,7 +296,7 @@ impl Aggregator {
             if cursor.as_deref().and_then(parse_id).is_some_and(|c| c >= target) {
                 return Ok(total);
             }
-            let n = if stream == CONVERSION_STREAM { self.conversion_pass().await? } else { self.pass(None).await? };
+            let n = if stream == CONVERSION_STREAM { self.conversion_pass().await? } else { self.pass(None).await?.0 };
             if n == 0 {
                 return Ok(total);
             }
@@ -345,8 +358,9 @@ impl Aggregator {
 
     /// Reads one batch after the stored cursor and applies it, holding the apply
     /// lock from the cursor read to the script's return, so concurrent passes
-    /// never re-read a batch another is applying. Returns the entries read.
-    async fn pass(&self, block: Option<Duration>) -> redis::RedisResult<u64> {
+    /// never re-read a batch another is applying. Returns the clicks read (a malformed
+    /// entry counts as one) and whether more entries were already waiting behind them.
+    async fn pass(&self, block: Option<Duration>) -> redis::RedisResult<(u64, bool)> {
         let mut conn = self.conn.clone();
         if let Some(b) = block {
             // Wait (without the lock) until something lies past the cursor.
@@ -364,15 +378,38 @@ impl Aggregator {
         }
         let _guard = self.apply.lock().await;
         let cursor: Option<String> = redis::cmd("GET").arg(keys::AGGREGATOR_CURSOR).query_async(&mut conn).await?;
+        // Entries hold a group commit each: read about `batch` clicks' worth.
+        let count = self.opts.batch / self.clicks_per_entry.load(Ordering::Relaxed).max(1) + 1;
         let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(self.opts.batch).arg("STREAMS").arg(keys::CLICK_STREAM);
+        cmd.arg("COUNT").arg(count).arg("STREAMS").arg(keys::CLICK_STREAM);
         cmd.arg(cursor.as_deref().unwrap_or("0-0"));
         let reply: Value = cmd.query_async(&mut conn).await?;
-        let entries: Vec<Entry> =
-            parse_read_reply(reply, keys::CLICK_FIELDS).into_iter().map(|(id, fields)| Entry { id, fields }).collect();
-        if entries.is_empty() {
-            return Ok(0);
+        // Whole stream entries, at most `batch` clicks (at least one entry): the cursor
+        // moves by entries. An entry without a click is kept as one malformed row, so
+        // the cursor passes it.
+        let mut entries: Vec<Entry> = Vec::with_capacity(self.opts.batch);
+        let mut read_entries = 0usize;
+        let got = parse_click_entries(reply);
+        let mut more = got.len() >= count;
+        for (id, clicks) in got {
+            if read_entries > 0 && entries.len() + clicks.len().max(1) > self.opts.batch {
+                more = true;
+                break;
+            }
+            read_entries += 1;
+            if clicks.is_empty() {
+                entries.push(Entry { id, fields: Default::default() });
+                continue;
+            }
+            for fields in clicks {
+                entries.push(Entry { id: id.clone(), fields });
+            }
         }
+        if entries.is_empty() {
+            return Ok((0, false));
+        }
+        let per_entry = (entries.len() / read_entries).max(1);
+        self.clicks_per_entry.store(per_entry, Ordering::Relaxed);
         let read = entries.len() as u64;
         let new = self.apply_batch(&entries).await?;
         self.metrics.clicks_aggregated.inc_by(new);
@@ -382,7 +419,7 @@ impl Aggregator {
                 self.metrics.aggregation_lag.observe(now_ms.saturating_sub(ms) as f64 / 1000.0);
             }
         }
-        Ok(read)
+        Ok((read, more))
     }
 
     async fn apply_batch(&self, entries: &[Entry]) -> redis::RedisResult<u64> {
@@ -395,7 +432,8 @@ impl Aggregator {
             .arg(batch.dims.len())
             .arg(self.opts.repeat_window_ms.max(1))
             .arg(batch.buckets.len())
-            .arg(batch.repeats.len());
+            .arg(batch.repeats.len())
+            .arg(batch.kinds.len());
         for (agg, _) in &batch.dims {
             inv.arg(agg);
         }
@@ -405,12 +443,13 @@ impl Aggregator {
         for (key, at) in batch.buckets.iter().chain(&batch.repeats) {
             inv.arg(key).arg(*at);
         }
-        for r in &batch.rows {
-            inv.arg(r.bucket).arg(r.token).arg(r.packed).arg(r.ts_ms);
-            for i in r.dims {
-                inv.arg(i);
+        for kind in &batch.kinds {
+            for i in kind {
+                inv.arg(*i);
             }
-            inv.arg(&r.visitor).arg(r.repeat).arg(r.repeat_prev);
+        }
+        for r in &batch.rows {
+            inv.arg(r.kind).arg(r.token).arg(r.packed).arg(r.ts_ms).arg(&r.visitor);
         }
         for set in &batch.visitors {
             inv.arg(set.len());
@@ -423,18 +462,20 @@ impl Aggregator {
     }
 }
 
-/// One entry's arguments to [`APPLY_SCRIPT`]; indexes are 1-based, 0 = none.
+/// One click's arguments to [`APPLY_SCRIPT`]; `kind` is 1-based, 0 = malformed.
 #[derive(Debug, Default)]
 struct Row<'a> {
-    bucket: usize,
+    kind: usize,
     token: &'a str,
     packed: &'a str,
     ts_ms: u64,
-    dims: [usize; 4],
     visitor: String,
-    repeat: usize,
-    repeat_prev: usize,
 }
+
+/// What clicks of one link in one minute share (1-based indexes into the batch's
+/// tables): record bucket, the four dimension values, repeat bucket of the slot and
+/// of the slot before (0: none).
+type Kind = [usize; 7];
 
 /// A batch laid out for [`APPLY_SCRIPT`]: the key tables and one row per entry.
 #[derive(Debug, Default)]
@@ -445,6 +486,8 @@ struct Batch<'a> {
     buckets: Vec<(String, u64)>,
     /// Repeat buckets: (key, expire-at ms).
     repeats: Vec<(String, u64)>,
+    /// Distinct kinds of the batch's clicks.
+    kinds: Vec<Kind>,
     rows: Vec<Row<'a>>,
     /// Distinct visitors (ip hashes) per dimension value.
     visitors: Vec<std::collections::BTreeSet<&'a str>>,
@@ -458,6 +501,7 @@ impl<'a> Batch<'a> {
         let mut dim_index: HashMap<String, usize> = HashMap::new();
         let mut bucket_index: HashMap<u64, usize> = HashMap::new();
         let mut repeat_index: HashMap<u64, usize> = HashMap::new();
+        let mut kind_index: HashMap<Kind, usize> = HashMap::new();
         // A batch holds few distinct links and days: their four indexes are computed once.
         let mut group_index: HashMap<(&str, &str, Platform, u64, u64), [usize; 4]> = HashMap::new();
         let mut day_cache: Option<(u64, String)> = None;
@@ -478,7 +522,7 @@ impl<'a> Batch<'a> {
             let parsed = uuid::Uuid::try_parse(tok).ok().and_then(|t| keys::token_minute(&t));
             let (Some(minute), Some(rec)) = (parsed, ClickRecord::from_packed(packed)) else {
                 tracing::warn!(stream.id = %e.id, "aggregator: skipping malformed click-stream entry");
-                b.rows.push(Row { dims: [1; 4], ..Row::default() });
+                b.rows.push(Row::default());
                 continue;
             };
             let bucket_at = (minute + 1).saturating_mul(60_000).saturating_add(opts.click_ttl_ms);
@@ -528,15 +572,18 @@ impl<'a> Batch<'a> {
                     set.insert(ip);
                 }
             }
+            let kind: Kind = [bucket, dims[0], dims[1], dims[2], dims[3], repeat, repeat_prev];
+            let next = b.kinds.len() + 1;
+            let kind = *kind_index.entry(kind).or_insert_with(|| {
+                b.kinds.push(kind);
+                next
+            });
             b.rows.push(Row {
-                bucket,
+                kind,
                 token: tok,
                 packed,
                 ts_ms: rec.ts_ms,
-                dims,
                 visitor: keys::visitor(&rec.note_id, p, item, &rec.ip_hash, &rec.ua),
-                repeat,
-                repeat_prev,
             });
         }
         if b.dims.is_empty() {
@@ -615,6 +662,40 @@ fn parse_read_reply<const N: usize>(v: Value, names: [&str; N]) -> Vec<(String, 
     out
 }
 
+/// Parses an `XREAD` reply of the click stream into `(id, clicks)`, each click its
+/// `[tok, rec]` values: an entry holds one `tok`/`rec` group per click, in order (other
+/// fields, such as `reason`, are skipped). Anything malformed is skipped; an entry
+/// without a `tok` yields no clicks.
+fn parse_click_entries(v: Value) -> Vec<(String, Vec<[String; 2]>)> {
+    let mut out = Vec::new();
+    let Value::Array(streams) = v else { return out };
+    for stream in streams {
+        let Value::Array(mut kv) = stream else { continue };
+        let Some(Value::Array(items)) = kv.pop() else { continue };
+        for item in items {
+            let Value::Array(mut parts) = item else { continue };
+            let fields = parts.pop();
+            let id = parts.pop();
+            let (Some(id), Some(Value::Array(fields))) = (id, fields) else { continue };
+            let Some(id) = as_string(&id) else { continue };
+            let [f_tok, f_rec] = keys::CLICK_FIELDS;
+            let mut clicks: Vec<[String; 2]> = Vec::new();
+            for pair in fields.chunks_exact(2) {
+                let (Value::BulkString(name), Some(value)) = (&pair[0], as_string(&pair[1])) else { continue };
+                if name.as_slice() == f_tok.as_bytes() {
+                    clicks.push([value, String::new()]);
+                } else if name.as_slice() == f_rec.as_bytes()
+                    && let Some(click) = clicks.last_mut()
+                {
+                    click[1] = value;
+                }
+            }
+            out.push((id, clicks));
+        }
+    }
+    out
+}
+
 fn as_string(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
@@ -626,6 +707,26 @@ fn as_string(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn click_entries_hold_one_group_per_click() {
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry =
+            |id: &str, fields: &[&str]| Value::Array(vec![b(id), Value::Array(fields.iter().map(|f| b(f)).collect())]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            b("ll:clicks"),
+            Value::Array(vec![
+                entry("1-0", &["tok", "t1", "rec", "r1"]),
+                entry("2-0", &["tok", "t2", "rec", "r2", "tok", "t3", "rec", "r3"]),
+                entry("3-0", &["reason", "x"]),
+            ]),
+        ])]);
+        let got = parse_click_entries(reply);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], ("1-0".to_owned(), vec![["t1".to_owned(), "r1".to_owned()]]));
+        assert_eq!(got[1].1, vec![["t2".to_owned(), "r2".to_owned()], ["t3".to_owned(), "r3".to_owned()]]);
+        assert!(got[2].1.is_empty(), "an entry without tok has no click");
+    }
 
     #[test]
     fn shanghai_day_boundary() {

@@ -43,8 +43,9 @@ pub const AGGREGATOR_CURSOR: &str = "ll:agg:cursor";
 /// were added to the aggregates.
 pub const CONVERSION_CURSOR: &str = "ll:agg:conv_cursor";
 
-/// Field names of a click-stream entry, in the order they are written: the click
-/// token and the packed click record ([`crate::click::ClickRecord::to_packed`]).
+/// Field names of one click in a click-stream entry, in the order they are written: the
+/// click token and the packed click record ([`crate::click::ClickRecord::to_packed`]). An
+/// entry repeats this group once per click of its group commit.
 pub const CLICK_FIELDS: [&str; 2] = ["tok", "rec"];
 
 /// Click records of one minute: a hash, field = click token (canonical UUID text),

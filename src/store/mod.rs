@@ -2,9 +2,10 @@
 //! ([`Store`]), the aggregator that derives per-day counters from the click
 //! stream ([`aggregator`]), and the supervised `redis-server` ([`supervisor`]).
 //!
-//! The hot path costs Redis exactly one command per click: an `XADD` to the
-//! click stream. Concurrent clicks are group-committed: one pipeline, one socket
-//! write and one read serve many clicks (see [`Store`]). Everything else (the click record keyed by token, counters, UV) is
+//! The hot path costs Redis less than one command per click: concurrent clicks are
+//! group-committed, one `XADD` to the click stream carrying every click of the group
+//! (at most [`MAX_CLICKS_PER_ENTRY`] per entry) and one socket write and read serving
+//! them all (see [`Store`]). Everything else (the click record keyed by token, counters, UV) is
 //! derived from the stream by the aggregator, exactly once and crash-safely.
 //! See `docs/redis-schema.md`.
 
@@ -35,13 +36,19 @@ pub struct StoreOptions {
 /// Most clicks written by one pipeline (one socket write, one Redis event-loop pass).
 pub const MAX_GROUP_COMMIT: usize = 1024;
 
+/// Most clicks in one stream entry (a larger group is split over several `XADD`s of
+/// the same pipeline). Bounds what the aggregator must apply at once, since it
+/// applies whole entries.
+pub const MAX_CLICKS_PER_ENTRY: usize = 128;
+
 /// Connection to Redis for request handlers: cheap to clone, reconnects by itself.
 ///
 /// Click writes go through a **group-commit writer**: each redirect hands its
 /// click to one writer task and waits; the writer yields once so every request
-/// already runnable can add its click, then sends all pending `XADD`s as one
-/// pipeline and wakes each waiter with the outcome. Under load one Redis round
-/// trip (and one append-only-file write) carries hundreds of clicks.
+/// already runnable can add its click, then appends them all as one stream entry per
+/// stream (see [`xadd_clicks`]) in one pipeline and wakes each waiter with the
+/// outcome. Under load one Redis round trip, one command and one append-only-file
+/// write carry dozens to hundreds of clicks.
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
@@ -98,8 +105,8 @@ impl Store {
     pub async fn replay_clicks(&self, clicks: &[(String, String)]) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
         for (token, record) in clicks {
-            pipe.add_command(xadd_click(keys::CLICK_STREAM, token, record, None, self.opts.click_stream_maxlen))
-                .ignore();
+            let click = [(token.as_str(), record.as_str(), None)];
+            pipe.add_command(xadd_clicks(keys::CLICK_STREAM, &click, self.opts.click_stream_maxlen)).ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await
@@ -112,8 +119,9 @@ impl Store {
 
     /// Appends a click to the click stream and waits (bounded) for Redis's acknowledgement.
     ///
-    /// One command per click, `XADD ll:clicks MAXLEN ~ N * tok {token} rec {record}`
-    /// (record: [`ClickRecord::to_packed`]), group-committed with concurrent clicks.
+    /// Group-committed with concurrent clicks into one entry
+    /// `XADD ll:clicks MAXLEN ~ N * tok {token} rec {record} [tok … rec …]…`
+    /// (record: [`crate::click::ClickRecord::to_packed`]).
     /// Errors: [`UnrecordedReason`] when Redis fails or is slower than the bounded wait.
     pub async fn write_click(&self, token: String, record: String) -> Result<(), UnrecordedReason> {
         self.write(keys::CLICK_STREAM, token, record, None).await
@@ -175,8 +183,15 @@ async fn group_commit(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<P
             }
         }
         let mut pipe = redis::pipe();
-        for p in &batch {
-            pipe.add_command(xadd_click(p.stream, &p.token, &p.record, p.reason, maxlen)).ignore();
+        for stream in [keys::CLICK_STREAM, keys::NONBILLABLE_STREAM] {
+            let clicks: Vec<_> = batch
+                .iter()
+                .filter(|p| p.stream == stream)
+                .map(|p| (p.token.as_str(), p.record.as_str(), p.reason))
+                .collect();
+            for entry in clicks.chunks(MAX_CLICKS_PER_ENTRY) {
+                pipe.add_command(xadd_clicks(stream, entry, maxlen)).ignore();
+            }
         }
         let mut conn = conn.clone();
         // Several batches may be in flight at once on the multiplexed connection.
@@ -189,14 +204,20 @@ async fn group_commit(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<P
     }
 }
 
-/// Builds the `XADD` for one click (public for benches and docs):
-/// `XADD {stream} MAXLEN ~ {maxlen} * tok {token} rec {record} [reason {reason}]`.
-pub fn xadd_click(stream: &str, token: &str, record: &str, reason: Option<&str>, maxlen: u64) -> redis::Cmd {
+/// Builds the `XADD` of one stream entry holding `clicks` in order (public for benches
+/// and docs): `XADD {stream} MAXLEN ~ {maxlen} * tok {token} rec {record} [reason {reason}]`
+/// with the `tok`/`rec`[/`reason`] group repeated per click. Redis keeps an entry's
+/// fields in the order given, repeated names included (see `docs/redis-schema.md`).
+/// `maxlen` caps the stream's entries, not its clicks.
+pub fn xadd_clicks(stream: &str, clicks: &[(&str, &str, Option<&str>)], maxlen: u64) -> redis::Cmd {
     let [f_tok, f_rec] = keys::CLICK_FIELDS;
     let mut cmd = redis::cmd("XADD");
-    cmd.arg(stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*").arg(f_tok).arg(token).arg(f_rec).arg(record);
-    if let Some(r) = reason {
-        cmd.arg("reason").arg(r);
+    cmd.arg(stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+    for (token, record, reason) in clicks {
+        cmd.arg(f_tok).arg(*token).arg(f_rec).arg(*record);
+        if let Some(r) = reason {
+            cmd.arg("reason").arg(*r);
+        }
     }
     cmd
 }

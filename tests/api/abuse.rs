@@ -8,8 +8,7 @@ const NOTE: &str = "65682d4500000000380339a5";
 const URL: &str = "https://item.jd.com/100002580230.html";
 
 async fn stream_reasons(r: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
-    let e: redis::streams::StreamRangeReply = r.xrange_all("ll:nonbillable").await.unwrap();
-    e.ids.iter().map(|e| e.get::<String>("reason").unwrap()).collect()
+    crate::support::stream_clicks(r, "ll:nonbillable").await.into_iter().map(|c| c.reason).collect()
 }
 
 #[tokio::test]
@@ -34,7 +33,7 @@ async fn bots_previews_and_head_are_redirected_but_not_counted() {
     // One human click.
     app.click(&link).await;
     let mut r = app.redis().await;
-    let clicks: u64 = r.xlen("ll:clicks").await.unwrap();
+    let clicks = crate::support::stream_len(&mut r, "ll:clicks").await;
     assert_eq!(clicks, 1, "only the human click is a click");
     let mut expected: Vec<String> = uas.iter().map(|(_, reason)| (*reason).to_owned()).collect();
     expected.push("head".into());
@@ -66,7 +65,7 @@ async fn per_ip_soft_then_hard_limit() {
     }
     assert_eq!(statuses, [302, 302, 302, 302, 302, 302, 429, 429]);
     let mut r = app.redis().await;
-    let clicks: u64 = r.xlen("ll:clicks").await.unwrap();
+    let clicks = crate::support::stream_len(&mut r, "ll:clicks").await;
     assert_eq!(clicks, 3, "past the soft limit clicks are not billable");
     assert_eq!(stream_reasons(&mut r).await, ["rate_limited"; 3]);
     app.stop().await;
@@ -87,10 +86,10 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         assert_eq!(res.status(), 302);
     }
     let mut r = app.redis().await;
-    let clicks: u64 = r.xlen("ll:clicks").await.unwrap();
+    let clicks = crate::support::stream_len(&mut r, "ll:clicks").await;
     assert_eq!(clicks, 5, "five clients, one click each: all billable");
-    let e: redis::streams::StreamRangeReply = r.xrange_all("ll:clicks").await.unwrap();
-    let rec = linkloop::click::ClickRecord::from_packed(&e.ids[2].get::<String>("rec").unwrap()).unwrap();
+    let e = crate::support::stream_clicks(&mut r, "ll:clicks").await;
+    let rec = linkloop::click::ClickRecord::from_packed(&e[2].rec).unwrap();
     assert_eq!(rec.ip_hash, app.state.visitor.ip_hash("203.0.113.2".parse().unwrap()));
     app.stop().await;
     // Without trust, the header is ignored: one client, soft-limited after one click.
@@ -104,7 +103,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         app.client.get(&link).header("x-forwarded-for", format!("203.0.113.{i}")).send().await.unwrap();
     }
     let mut r = app.redis().await;
-    let clicks: u64 = r.xlen("ll:clicks").await.unwrap();
+    let clicks = crate::support::stream_len(&mut r, "ll:clicks").await;
     assert_eq!(clicks, 1);
     app.stop().await;
 }

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -91,7 +90,7 @@ async fn slow_loris_connections_are_closed_and_never_block_clicks() {
 
     app.state.aggregator.catch_up().await.unwrap();
     let mut r = app.redis().await;
-    let recorded: u64 = r.xlen("ll:clicks").await.unwrap();
+    let recorded = crate::support::stream_len(&mut r, "ll:clicks").await;
     assert_eq!(recorded, 5, "only the 5 real clicks are recorded");
     app.stop().await;
 }
@@ -118,7 +117,7 @@ async fn oversize_request_head_gets_431_and_records_nothing() {
     assert!(res.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&res[..res.len().min(200)]));
 
     let mut r = app.redis().await;
-    let recorded: u64 = r.xlen("ll:clicks").await.unwrap();
+    let recorded = crate::support::stream_len(&mut r, "ll:clicks").await;
     assert_eq!(recorded, 1);
     app.stop().await;
 }

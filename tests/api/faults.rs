@@ -54,9 +54,9 @@ async fn wait_count(count: &AtomicU64, n: u64) {
 /// Tokens recorded in Redis: click records, and distinct stream tokens with the stream length.
 async fn recorded(r: &mut redis::aio::MultiplexedConnection) -> (HashSet<String>, HashSet<String>, usize) {
     let records = crate::support::click_records(r).await.into_keys().collect();
-    let entries: redis::streams::StreamRangeReply = r.xrange_all("ll:clicks").await.unwrap();
-    let stream = entries.ids.iter().map(|e| e.get::<String>("tok").unwrap()).collect();
-    (records, stream, entries.ids.len())
+    let clicks = crate::support::stream_clicks(r, "ll:clicks").await;
+    let n = clicks.len();
+    (records, clicks.into_iter().map(|c| c.tok).collect(), n)
 }
 
 #[tokio::test]

@@ -62,15 +62,16 @@ async fn mint_click_exact_location_and_redis_contents() {
     let mut r = app.redis().await;
     let len: u64 = r.xlen("ll:clicks").await.unwrap();
     assert_eq!(len, 1);
-    let entries: redis::streams::StreamRangeReply = r.xrange_all("ll:clicks").await.unwrap();
-    let e = &entries.ids[0];
-    assert_eq!(e.map.len(), 2, "stream entry has exactly tok and rec");
-    assert_eq!(e.get::<String>("tok").unwrap(), token);
+    let clicks = crate::support::stream_clicks(&mut r, "ll:clicks").await;
+    assert_eq!(clicks.len(), 1);
+    let e = &clicks[0];
+    assert_eq!(e.fields, 2, "stream entry has exactly tok and rec");
+    assert_eq!(e.tok, token);
     let ip_hash = app.state.visitor.ip_hash("127.0.0.1".parse().unwrap());
     assert!(!ip_hash.contains("127.0.0.1"));
     let expected_record =
         format!("1|{}|{NOTE}|{CREATOR}|taobao|533000737918|||{ip_hash}|app|www.xiaohongshu.com", claims.ts_ms);
-    assert_eq!(e.get::<String>("rec").unwrap(), expected_record);
+    assert_eq!(e.rec, expected_record);
 
     // The aggregator derives the click record, counters and UV.
     app.state.aggregator.catch_up().await.unwrap();
@@ -169,9 +170,8 @@ async fn thousand_concurrent_clicks_thousand_tokens_exact_counters() {
     crate::support::wait_spool_empty(&app).await;
     // The stream is at-least-once (a spooled click whose XADD also landed appears twice);
     // it holds exactly the 1,000 tokens.
-    let entries: redis::streams::StreamRangeReply = r.xrange_all("ll:clicks").await.unwrap();
-    let in_stream: HashSet<uuid::Uuid> =
-        entries.ids.iter().map(|e| e.get::<String>("tok").unwrap().parse().unwrap()).collect();
+    let clicks = crate::support::stream_clicks(&mut r, "ll:clicks").await;
+    let in_stream: HashSet<uuid::Uuid> = clicks.iter().map(|c| c.tok.parse().unwrap()).collect();
     assert_eq!(in_stream, tokens);
     app.state.aggregator.catch_up().await.unwrap();
     let day = shanghai_day(linkloop::click::now_ms());
@@ -195,7 +195,7 @@ async fn thousand_concurrent_clicks_thousand_tokens_exact_counters() {
 async fn dbsize(app: &crate::support::TestApp) -> (u64, u64) {
     let mut r = app.redis().await;
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
-    let len: u64 = r.xlen("ll:clicks").await.unwrap();
+    let len = crate::support::stream_len(&mut r, "ll:clicks").await;
     (size, len)
 }
 
@@ -256,7 +256,7 @@ async fn head_redirects_but_records_nothing() {
     assert_eq!(res.headers()["cache-control"], "no-store");
     assert!(res.headers()["location"].to_str().unwrap().starts_with("https://"));
     let mut r = app.redis().await;
-    let len: u64 = r.xlen("ll:clicks").await.unwrap_or(0);
+    let len = crate::support::stream_len(&mut r, "ll:clicks").await;
     assert_eq!(len, 0);
     app.stop().await;
 }

@@ -221,3 +221,49 @@ pub fn click_bucket_of(token: &str) -> String {
     let t: uuid::Uuid = token.parse().unwrap();
     linkloop::store::keys::click_bucket(linkloop::store::keys::token_minute(&t).unwrap())
 }
+
+/// One click as stored in a stream entry (`ll:clicks` or `ll:nonbillable`).
+#[derive(Debug, Clone, Default)]
+pub struct StreamClick {
+    /// Id of the entry holding it (one entry per group commit).
+    pub id: String,
+    pub tok: String,
+    pub rec: String,
+    /// `reason` (non-billable stream only).
+    pub reason: String,
+    /// Fields of this click's group in the entry (`tok`, `rec`[, `reason`]).
+    pub fields: usize,
+}
+
+/// Every click of `stream`, in order: an entry holds one `tok`/`rec`[/`reason`] group
+/// per click of a group commit.
+pub async fn stream_clicks(r: &mut redis::aio::MultiplexedConnection, stream: &str) -> Vec<StreamClick> {
+    let reply: Vec<(String, Vec<(String, String)>)> =
+        redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(r).await.unwrap();
+    let mut out: Vec<StreamClick> = Vec::new();
+    for (id, fields) in reply {
+        let mut entry: Vec<StreamClick> = Vec::new();
+        for (name, value) in fields {
+            if name == "tok" {
+                entry.push(StreamClick { id: id.clone(), tok: value, ..StreamClick::default() });
+            } else {
+                let c = entry.last_mut().expect("a stream entry starts with tok");
+                match name.as_str() {
+                    "rec" => c.rec = value,
+                    "reason" => c.reason = value,
+                    other => panic!("unexpected stream field {other:?}"),
+                }
+            }
+            if let Some(c) = entry.last_mut() {
+                c.fields += 1;
+            }
+        }
+        out.extend(entry);
+    }
+    out
+}
+
+/// Clicks in `stream` (entries hold a group commit each, so this is not `XLEN`).
+pub async fn stream_len(r: &mut redis::aio::MultiplexedConnection, stream: &str) -> u64 {
+    stream_clicks(r, stream).await.len() as u64
+}
