@@ -250,6 +250,7 @@ impl Application {
                     port: None,
                     unix_socket: true,
                     appendonly: true,
+                    aof_rewrite_min_mb: config.redis_aof_rewrite_min_mb,
                 };
                 let server = RedisServer::start(opts).await?;
                 tracing::info!(redis.url = %server.url(), "started supervised redis-server (unix socket only)");

@@ -57,6 +57,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `redis-server` binary for the supervised Redis. Default `redis-server`.
     pub redis_server_bin: PathBuf,
+    /// Supervised Redis only: append-only-file size before its first compaction
+    /// (`auto-aof-rewrite-min-size`), MiB; then whenever it doubles. Default 1,024.
+    pub redis_aof_rewrite_min_mb: u64,
     /// Bearer token for the admin API (`POST /v1/links`, stats). Default: generated dev token.
     pub admin_token: Option<SecretString>,
     /// IANA time zone of the day boundaries of daily counters. Default `Asia/Shanghai`.
@@ -67,8 +70,8 @@ pub struct Config {
     pub click_grace_days: u32,
     /// Longest wait for Redis to acknowledge a click before redirecting anyway, ms. Default 200.
     pub click_write_timeout_ms: u64,
-    /// Approximate cap of the click stream, entries (`XADD MAXLEN ~`; an entry holds one group
-    /// commit of 1 to 128 clicks). Default 2,000,000.
+    /// Approximate cap of the click stream, clicks (an entry of `n` clicks trims the stream
+    /// to `click_stream_maxlen / n` entries, `XADD MAXLEN ~`). Default 2,000,000.
     pub click_stream_maxlen: u64,
     /// Clicks applied per aggregator script call (whole stream entries; at least one). Default 128 (a call blocks
     /// Redis for well under a millisecond, so the redirect's tail stays short).
@@ -174,6 +177,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             redis_url: None,
             redis_server_bin: PathBuf::from("redis-server"),
+            redis_aof_rewrite_min_mb: crate::store::supervisor::DEFAULT_AOF_REWRITE_MIN_MB,
             admin_token: None,
             timezone: "Asia/Shanghai".into(),
             attribution_window_days: 7,

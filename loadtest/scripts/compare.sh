@@ -106,7 +106,8 @@ echo "== linkloop /j/{link}, open loop at ${HALF} req/s (50% of max), load teste
 run_lt half --target-kind plain --user-agent "$UA" -R "$HALF" "$LINK"
 grep -E "^GET|status" "$WORK/lt-half.txt" || cat "$WORK/lt-half.txt"
 REDIS_CLI="redis-cli -s $WORK/data/redis/redis.sock"
-CLICKS=$($REDIS_CLI XLEN ll:clicks)
+# Clicks Redis acknowledged (stream entries hold a group commit each, so not XLEN).
+CLICKS=$(curl -s "http://127.0.0.1:$LL_PORT/metrics" | awk '/^linkloop_clicks_recorded_total/ {print $2}')
 $REDIS_CLI INFO commandstats | grep -E "cmdstat_(xadd|evalsha|xread)" || true
 
 # Conversion callbacks: distinct orders against one real click, pre-signed (valid 300 s).
@@ -150,4 +151,4 @@ printf "%-28s %12s %10s\n" "linkloop /j/ open loop 50%" "$(lt_get half rps)" "$(
 echo "ratio linkloop/nginx: $(pct "$LR" "$NR")"
 echo "load tester / wrk: nginx $(pct "$LTN" "$NR"), linkloop $(pct "$LTL" "$LR") (target >= 80% against nginx)"
 echo "scenario verification: $(grep -E '^VERIFICATION' "$WORK/lt-scenario.txt" || echo 'did not run')"
-echo "clicks in stream: $CLICKS; conversions in stream: $($REDIS_CLI XLEN ll:conversions)"
+echo "clicks recorded: $CLICKS in $($REDIS_CLI XLEN ll:clicks) stream entries; conversions in stream: $($REDIS_CLI XLEN ll:conversions)"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Redis memory per recorded click at N clicks (default 10^6), measured with INFO memory:
-# N click-stream entries shaped like the redirect's (distinct tokens, 1,000 notes, 200 creators,
-# 50 items, 100k visitors) are appended, a gateway's aggregator turns them into click records,
+# N clicks shaped like the redirect's (distinct tokens, 1,000 notes, 200 creators, 50 items,
+# 100k visitors) are appended as the group-commit writer does, GROUP clicks per stream entry
+# (default 32; GROUP=1 gives one entry per click, as at low load), a gateway's aggregator turns them into click records,
 # repeat markers, counters and HLLs, then (used_memory after - before) / N is printed,
 # with the shares of the stream, the click-record buckets and the repeat buckets (MEMORY USAGE).
-# Usage: loadtest/scripts/redis-memory.sh [N]
+# Usage: [GROUP=32] loadtest/scripts/redis-memory.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-1000000}
+GROUP=${GROUP:-32}
 cargo build --release --bin linkloop -q
 WORK=$(mktemp -d)
 PORT=18399
@@ -20,7 +22,8 @@ NOW_MS=$(($(date +%s) * 1000))
 # Append N entries in chunks of 10,000 (one Lua call each), in the exact format of src/store (tok, rec).
 for ((start = 0; start < N; start += 10000)); do
   $R eval "
-    local start, n, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+    local start, n, now, group = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+    local fields = {}
     for i = start, start + n - 1 do
       -- A UUID v7 whose time is the click's (one click per ms from now), like the gateway mints.
       local ts = now + i
@@ -28,9 +31,13 @@ for ((start = 0; start < N; start += 10000)); do
       local rec = '1|' .. ts .. '|' .. string.format('%024x', i % 1000) .. '|creator' .. (i % 200) ..
         '|taobao|' .. (567873872517 + i % 50) .. '|||' .. string.format('%016x', (i * 2654435761) % 100000) ..
         '|app|www.xiaohongshu.com'
-      redis.call('XADD', 'll:clicks', 'MAXLEN', '~', 2000000, '*', 'tok', tok, 'rec', rec)
+      fields[#fields + 1] = 'tok'; fields[#fields + 1] = tok; fields[#fields + 1] = 'rec'; fields[#fields + 1] = rec
+      if #fields == 4 * group or i == start + n - 1 then
+        redis.call('XADD', 'll:clicks', 'MAXLEN', '~', math.floor(2000000 / (#fields / 4)), '*', unpack(fields))
+        fields = {}
+      end
     end
-    return 1" 0 $start $((N - start < 10000 ? N - start : 10000)) $NOW_MS >/dev/null
+    return 1" 0 $start $((N - start < 10000 ? N - start : 10000)) $NOW_MS $GROUP >/dev/null
 done
 AFTER_STREAM=$($R info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')
 # A gateway (aggregator only) turns the stream into records, counters and HLLs.
@@ -52,7 +59,7 @@ STREAM=$($R memory usage ll:clicks SAMPLES 0)
 RECORDS=$($R eval "local n = 0 for _, k in ipairs(redis.call('keys', 'll:cr:*')) do n = n + redis.call('hlen', k) end return n" 0)
 RECORD_BYTES=$($R eval "local n = 0 for _, k in ipairs(redis.call('keys', 'll:cr:*')) do n = n + redis.call('memory', 'usage', k, 'SAMPLES', 0) end return n" 0)
 REPEAT_BYTES=$($R eval "local n = 0 for _, k in ipairs(redis.call('keys', 'll:rpt:*')) do n = n + redis.call('memory', 'usage', k, 'SAMPLES', 0) end return n" 0)
-echo "clicks: $N, click records: $RECORDS, aggregation: $($R get ll:agg:cursor)"
+echo "clicks: $N in $($R xlen ll:clicks) entries ($GROUP per entry), click records: $RECORDS, aggregation: $($R get ll:agg:cursor)"
 echo "used_memory: before=$BEFORE after_stream=$AFTER_STREAM after_aggregation=$AFTER"
 echo "stream (MEMORY USAGE ll:clicks): $STREAM bytes = $((STREAM / N)) bytes/click"
 echo "click records (MEMORY USAGE ll:cr:*): $RECORD_BYTES bytes = $((RECORD_BYTES / N)) bytes/click"

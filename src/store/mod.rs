@@ -29,7 +29,7 @@ pub mod supervisor;
 pub struct StoreOptions {
     /// Longest wait for Redis to acknowledge a click before the redirect goes on without it, ms.
     pub click_write_timeout: Duration,
-    /// Approximate cap on the click stream's length (`XADD MAXLEN ~`), entries.
+    /// Approximate cap on the click stream, clicks (see [`xadd_clicks`]).
     pub click_stream_maxlen: u64,
 }
 
@@ -205,14 +205,16 @@ async fn group_commit(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<P
 }
 
 /// Builds the `XADD` of one stream entry holding `clicks` in order (public for benches
-/// and docs): `XADD {stream} MAXLEN ~ {maxlen} * tok {token} rec {record} [reason {reason}]`
+/// and docs): `XADD {stream} MAXLEN ~ {maxlen / n} * tok {token} rec {record} [reason {reason}]`
 /// with the `tok`/`rec`[/`reason`] group repeated per click. Redis keeps an entry's
 /// fields in the order given, repeated names included (see `docs/redis-schema.md`).
-/// `maxlen` caps the stream's entries, not its clicks.
+/// `maxlen` is the cap in clicks: the entry trims the stream to `maxlen / clicks.len()`
+/// entries (at least 1), so a stream of entries like this one holds about `maxlen` clicks.
 pub fn xadd_clicks(stream: &str, clicks: &[(&str, &str, Option<&str>)], maxlen: u64) -> redis::Cmd {
     let [f_tok, f_rec] = keys::CLICK_FIELDS;
+    let entries = (maxlen / clicks.len().max(1) as u64).max(1);
     let mut cmd = redis::cmd("XADD");
-    cmd.arg(stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+    cmd.arg(stream).arg("MAXLEN").arg("~").arg(entries).arg("*");
     for (token, record, reason) in clicks {
         cmd.arg(f_tok).arg(*token).arg(f_rec).arg(*record);
         if let Some(r) = reason {
@@ -220,4 +222,50 @@ pub fn xadd_clicks(stream: &str, clicks: &[(&str, &str, Option<&str>)], maxlen: 
         }
     }
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &redis::Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_entry_per_group_and_the_cap_counts_clicks() {
+        let one = xadd_clicks("ll:clicks", &[("t1", "r1", None)], 2_000_000);
+        assert_eq!(args(&one), ["XADD", "ll:clicks", "MAXLEN", "~", "2000000", "*", "tok", "t1", "rec", "r1"]);
+        let group = [("t1", "r1", Some("crawler")), ("t2", "r2", Some("head"))];
+        assert_eq!(
+            args(&xadd_clicks("ll:nonbillable", &group, 2_000_000)),
+            [
+                "XADD",
+                "ll:nonbillable",
+                "MAXLEN",
+                "~",
+                "1000000",
+                "*",
+                "tok",
+                "t1",
+                "rec",
+                "r1",
+                "reason",
+                "crawler",
+                "tok",
+                "t2",
+                "rec",
+                "r2",
+                "reason",
+                "head"
+            ]
+        );
+        let many: Vec<_> = (0..128).map(|_| ("t", "r", None)).collect();
+        assert_eq!(args(&xadd_clicks("s", &many, 100))[4], "1", "at least one entry is kept");
+    }
 }

@@ -12,6 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
+/// Default of [`RedisServerOptions::aof_rewrite_min_mb`] and of the config key
+/// `redis_aof_rewrite_min_mb`, MiB.
+pub const DEFAULT_AOF_REWRITE_MIN_MB: u64 = 1024;
+
 /// How to start a `redis-server`.
 #[derive(Debug, Clone)]
 pub struct RedisServerOptions {
@@ -26,12 +30,26 @@ pub struct RedisServerOptions {
     pub unix_socket: bool,
     /// Append-only persistence with `appendfsync everysec`.
     pub appendonly: bool,
+    /// Size the append-only file must reach before Redis first compacts it
+    /// (`auto-aof-rewrite-min-size`), MiB; after that, a rewrite whenever it has doubled
+    /// since the last one (`auto-aof-rewrite-percentage 100`, Redis' default). A rewrite
+    /// forks and writes the whole data set, taking the core for a second or more at
+    /// millions of clicks, so Redis' default of 64 MiB (a rewrite every few seconds at
+    /// thousands of clicks or callbacks a second) is raised: see `docs/config.md`.
+    pub aof_rewrite_min_mb: u64,
 }
 
 impl RedisServerOptions {
     /// Defaults for tests: free port, no unix socket, append-only on.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
-        Self { bin: "redis-server".into(), dir: dir.into(), port: None, unix_socket: false, appendonly: true }
+        Self {
+            bin: "redis-server".into(),
+            dir: dir.into(),
+            port: None,
+            unix_socket: false,
+            appendonly: true,
+            aof_rewrite_min_mb: DEFAULT_AOF_REWRITE_MIN_MB,
+        }
     }
 }
 
@@ -86,7 +104,9 @@ impl RedisServer {
             .arg("--appendonly")
             .arg(if opts.appendonly { "yes" } else { "no" })
             .arg("--appendfsync")
-            .arg("everysec");
+            .arg("everysec")
+            .arg("--auto-aof-rewrite-min-size")
+            .arg(format!("{}mb", opts.aof_rewrite_min_mb.max(1)));
         if opts.unix_socket {
             cmd.arg("--unixsocket").arg(dir.join("redis.sock")).arg("--unixsocketperm").arg("700");
         }

@@ -357,6 +357,18 @@ async fn supervised_redis_is_restarted_and_the_data_dir_is_exclusive() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    // Durable and rarely compacted: appendonly everysec, first rewrite at 1 GiB.
+    let conf: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("append*")
+        .arg("auto-aof-rewrite-min-size")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let conf: std::collections::HashMap<_, _> = conf.chunks(2).map(|p| (p[0].as_str(), p[1].as_str())).collect();
+    assert_eq!(conf["appendonly"], "yes");
+    assert_eq!(conf["appendfsync"], "everysec");
+    assert_eq!(conf["auto-aof-rewrite-min-size"], (1024u64 << 20).to_string());
     let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").arg("NOSAVE").query_async(&mut c).await;
     let mut ready = false;
     for _ in 0..100 {
