@@ -21,7 +21,7 @@
 //!   (a conversion for a click seconds old) apply everything appended so far.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -39,6 +39,10 @@ use crate::store::conversions::{CONVERSION_STREAM, ConversionDeltas};
 pub const BLOCK: Duration = Duration::from_millis(100);
 /// Pause after a batch shorter than the batch size, so batches grow under load.
 pub const IDLE: Duration = Duration::from_millis(50);
+/// While behind (entries were left waiting by the last pass), a batch holds up to this many
+/// times `aggregator_batch` clicks: fewer round trips per click when the redirect saturates
+/// the core, the configured size (shorter script calls, a shorter redirect tail) otherwise.
+pub const BEHIND_FACTOR: usize = 4;
 
 /// Applies a batch of click-stream entries atomically; returns how many were new.
 ///
@@ -217,6 +221,8 @@ pub struct Aggregator {
     apply: Mutex<()>,
     /// Clicks per stream entry in the last batch read (sizes the next read).
     clicks_per_entry: AtomicUsize,
+    /// Whether the last pass left entries waiting (the next one takes a bigger batch).
+    behind: AtomicBool,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -246,6 +252,7 @@ impl Aggregator {
             metrics,
             apply: Mutex::new(()),
             clicks_per_entry: AtomicUsize::new(1),
+            behind: AtomicBool::new(false),
         }
     }
 
@@ -379,7 +386,9 @@ impl Aggregator {
         let _guard = self.apply.lock().await;
         let cursor: Option<String> = redis::cmd("GET").arg(keys::AGGREGATOR_CURSOR).query_async(&mut conn).await?;
         // Entries hold a group commit each: read about `batch` clicks' worth.
-        let count = self.opts.batch / self.clicks_per_entry.load(Ordering::Relaxed).max(1) + 1;
+        // Behind (the last pass left entries waiting): bigger batches, fewer round trips.
+        let batch = if self.behind.load(Ordering::Relaxed) { self.opts.batch * BEHIND_FACTOR } else { self.opts.batch };
+        let count = batch / self.clicks_per_entry.load(Ordering::Relaxed).max(1) + 1;
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(count).arg("STREAMS").arg(keys::CLICK_STREAM);
         cmd.arg(cursor.as_deref().unwrap_or("0-0"));
@@ -387,12 +396,12 @@ impl Aggregator {
         // Whole stream entries, at most `batch` clicks (at least one entry): the cursor
         // moves by entries. An entry without a click is kept as one malformed row, so
         // the cursor passes it.
-        let mut entries: Vec<Entry> = Vec::with_capacity(self.opts.batch);
+        let mut entries: Vec<Entry> = Vec::with_capacity(batch);
         let mut read_entries = 0usize;
         let got = parse_click_entries(reply);
         let mut more = got.len() >= count;
         for (id, clicks) in got {
-            if read_entries > 0 && entries.len() + clicks.len().max(1) > self.opts.batch {
+            if read_entries > 0 && entries.len() + clicks.len().max(1) > batch {
                 more = true;
                 break;
             }
@@ -408,6 +417,7 @@ impl Aggregator {
         if entries.is_empty() {
             return Ok((0, false));
         }
+        self.behind.store(more, Ordering::Relaxed);
         let per_entry = (entries.len() / read_entries).max(1);
         self.clicks_per_entry.store(per_entry, Ordering::Relaxed);
         let read = entries.len() as u64;
