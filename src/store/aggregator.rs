@@ -81,10 +81,11 @@ for k = 1, nk do
 end
 local function add(t, k, v) local l = t[k]; if not l then l = {}; t[k] = l end; l[#l + 1] = v end
 -- 1. Click records: which tokens are new (one HMGET per bucket), then write them.
-local kind, byb = {}, {}
+local kind, kidx, byb = {}, {}, {}
 for i = 0, n - 1 do
-  local k = kinds[tonumber(ARGV[eb + i * W + 1])]
-  if k then kind[i] = k; add(byb, k[1], i) end
+  local ki = tonumber(ARGV[eb + i * W + 1])
+  local k = kinds[ki]
+  if k then kind[i] = k; kidx[i] = ki; add(byb, k[1], i) end
 end
 local isnew, batch = {}, {}
 for b, l in pairs(byb) do
@@ -108,12 +109,17 @@ for b, l in pairs(byb) do
   end
 end
 -- 2. Repeat clicks: each visitor's last unique click from its slot and the one before.
-local want = {}
+local want, asked = {}, {}
+local function ask(r, f)
+  local s = asked[r]
+  if not s then s = {}; asked[r] = s end
+  if not s[f] then s[f] = true; add(want, r, f) end
+end
 for i = 0, n - 1 do
   if isnew[i] then
     local k, f = kind[i], ARGV[eb + i * W + 5]
-    add(want, k[6], f)
-    if k[7] > 0 then add(want, k[7], f) end
+    ask(k[6], f)
+    if k[7] > 0 then ask(k[7], f) end
   end
 end
 local last = {}
@@ -124,7 +130,7 @@ for r, fields in pairs(want) do
     if t and (not last[f] or t > last[f]) then last[f] = t end
   end
 end
-local cnt, rep, rput = {}, {}, {}
+local kcnt, krep, rput = {}, {}, {}
 local new = 0
 for i = 0, n - 1 do
   if isnew[i] then
@@ -138,11 +144,19 @@ for i = 0, n - 1 do
       add(rput, k[6], f)
       add(rput, k[6], ARGV[e + 4])
     end
-    for j = 2, 5 do
-      local d = k[j]
-      cnt[d] = (cnt[d] or 0) + 1
-      if repeated then rep[d] = (rep[d] or 0) + 1 end
-    end
+    local ki = kidx[i]
+    kcnt[ki] = (kcnt[ki] or 0) + 1
+    if repeated then krep[ki] = (krep[ki] or 0) + 1 end
+  end
+end
+-- Counts per kind, then per dimension value (a kind names its four).
+local cnt, rep = {}, {}
+for ki, c in pairs(kcnt) do
+  local k, r = kinds[ki], krep[ki] or 0
+  for j = 2, 5 do
+    local d = k[j]
+    cnt[d] = (cnt[d] or 0) + c
+    if r > 0 then rep[d] = (rep[d] or 0) + r end
   end
 end
 for r, p in pairs(rput) do
