@@ -342,7 +342,7 @@ fn compare_streams(clicks: &ClickObs, stream: &StreamTokens, bots_counted: bool,
         i(expected),
         i(found),
         lost == 0,
-        format!("{} stream entries read", stream.scanned),
+        format!("{} stream clicks read", stream.scanned),
     ));
     let detail = if lost_reasons.is_empty() {
         String::new()
