@@ -431,11 +431,12 @@ impl Report {
     /// a rule, the total row; GMV in yuan (`1234.56`), CVR in percent. Net GMV in
     /// other currencies over the range follows on its own line when there is any.
     pub fn to_table(&self) -> String {
-        const HEAD: [&str; 7] = ["date", "clicks", "uv", "conversions", "refunds", "gmv_cny", "cvr"];
-        let row = |date: &str, clicks: u64, uv: u64, conv: u64, refunds: u64, fen: i64, cvr: f64| {
+        const HEAD: [&str; 8] = ["date", "clicks", "repeats", "uv", "conversions", "refunds", "gmv_cny", "cvr"];
+        let row = |date: &str, (clicks, repeats): (u64, u64), uv: u64, conv: u64, refunds: u64, fen: i64, cvr: f64| {
             [
                 date.to_owned(),
                 clicks.to_string(),
+                repeats.to_string(),
                 uv.to_string(),
                 conv.to_string(),
                 refunds.to_string(),
@@ -443,13 +444,13 @@ impl Report {
                 format!("{:.2}%", cvr * 100.0),
             ]
         };
-        let mut rows: Vec<[String; 7]> = self
+        let mut rows: Vec<[String; 8]> = self
             .days
             .iter()
-            .map(|d| row(&d.date, d.clicks, d.uv, d.conversions, d.refunds, d.gmv_fen, d.cvr))
+            .map(|d| row(&d.date, (d.clicks, d.repeat_clicks), d.uv, d.conversions, d.refunds, d.gmv_fen, d.cvr))
             .collect();
         let t = &self.total;
-        let total = row("total", t.clicks, t.uv, t.conversions, t.refunds, t.gmv_fen, t.cvr);
+        let total = row("total", (t.clicks, t.repeat_clicks), t.uv, t.conversions, t.refunds, t.gmv_fen, t.cvr);
         let mut widths = HEAD.map(str::len);
         for r in rows.iter().chain(std::iter::once(&total)) {
             for (w, cell) in widths.iter_mut().zip(r) {
@@ -689,12 +690,12 @@ mod tests {
         assert_eq!(
             sample().to_table(),
             "note 65682d4500000000380339a5  2026-02-28..2026-03-02  (Asia/Shanghai)\n\
-             date        clicks  uv  conversions  refunds  gmv_cny     cvr\n\
-             2026-02-28       3   2            1        0   129.00  33.33%\n\
-             2026-03-01       0   0            0        0     0.00   0.00%\n\
-             2026-03-02       4   4            2        1   -79.00  50.00%\n\
-             -------------------------------------------------------------\n\
-             total            7   5            3        1    50.00  42.86%\n\
+             date        clicks  repeats  uv  conversions  refunds  gmv_cny     cvr\n\
+             2026-02-28       3        1   2            1        0   129.00  33.33%\n\
+             2026-03-01       0        0   0            0        0     0.00   0.00%\n\
+             2026-03-02       4        0   4            2        1   -79.00  50.00%\n\
+             ----------------------------------------------------------------------\n\
+             total            7        1   5            3        1    50.00  42.86%\n\
              net gmv in other currencies (minor units / 100): USD 2.50\n"
         );
         assert_eq!(fen_to_yuan(i64::MIN), "-92233720368547758.08");

@@ -65,7 +65,9 @@ pub enum AuthError {
     #[error("unknown merchant")]
     UnknownMerchant,
     /// The signature header is not `t=…,k=…,v1=…`.
-    #[error("malformed Linkloop-Signature header: expected t=<unix seconds>,k=<kid>,v1=<hex>")]
+    #[error(
+        "malformed signature: expected the Linkloop-Signature header t=<unix seconds>,k=<kid>,v1=<hex> (on /v1/postback: query parameters t=<unix seconds>, k=<kid>, sig=<hex>)"
+    )]
     Malformed,
     /// `t` is outside the tolerance window.
     #[error("timestamp outside the tolerance window")]

@@ -97,6 +97,16 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A declared length over the route's limit is refused before waiting for the body.
+        let limit = if req.uri().path() == "/v1/conversions/batch" {
+            super::MAX_BATCH_BODY_BYTES
+        } else {
+            super::MAX_BODY_BYTES
+        };
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
         let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state)).await;
         let Ok(read) = read else {
             return Err(ApiError::new(
@@ -107,12 +117,16 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
         };
         read.map(RawBody).map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body is over this route's size limit")
+                too_large()
             } else {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "could not read the body")
             }
         })
     }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body is over this route's size limit")
 }
 
 /// Passes when `Content-Type` is `application/json` (parameters allowed). Errors: `415`.

@@ -701,11 +701,13 @@ fn parse_click_entries(v: Value) -> Vec<(String, Vec<[String; 2]>)> {
             let fields = parts.pop();
             let id = parts.pop();
             let (Some(id), Some(Value::Array(fields))) = (id, fields) else { continue };
-            let Some(id) = as_string(&id) else { continue };
+            let Some(id) = into_string(id) else { continue };
             let [f_tok, f_rec] = keys::CLICK_FIELDS;
-            let mut clicks: Vec<[String; 2]> = Vec::new();
-            for pair in fields.chunks_exact(2) {
-                let (Value::BulkString(name), Some(value)) = (&pair[0], as_string(&pair[1])) else { continue };
+            let mut clicks: Vec<[String; 2]> = Vec::with_capacity(fields.len() / 4);
+            let mut fields = fields.into_iter();
+            // Values are moved out of the reply, not copied.
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                let (Value::BulkString(name), Some(value)) = (name, into_string(value)) else { continue };
                 if name.as_slice() == f_tok.as_bytes() {
                     clicks.push([value, String::new()]);
                 } else if name.as_slice() == f_rec.as_bytes()
@@ -718,6 +720,14 @@ fn parse_click_entries(v: Value) -> Vec<(String, Vec<[String; 2]>)> {
         }
     }
     out
+}
+
+fn into_string(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
 }
 
 fn as_string(v: &Value) -> Option<String> {

@@ -111,6 +111,9 @@ impl RedisServer {
             cmd.arg("--unixsocket").arg(dir.join("redis.sock")).arg("--unixsocketperm").arg("700");
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+        // Its own process group: a Ctrl-C at the terminal reaches the gateway only, which
+        // drains, runs its last aggregation pass and then stops Redis itself.
+        cmd.process_group(0);
         let child = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 anyhow::anyhow!(

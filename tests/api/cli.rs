@@ -121,6 +121,20 @@ async fn sign_callback_prints_a_curl_that_the_gateway_accepts() {
         &url,
     ]);
     assert_eq!(code, 0, "{err}");
+    // An empty or short secret (an unset variable) is refused, not signed with.
+    for secret in ["", "short"] {
+        let (code, out, err) = linkloop(&[
+            "sign-callback",
+            "--merchant",
+            "tmall-shop",
+            "--secret",
+            secret,
+            "--body",
+            body_path.to_str().unwrap(),
+        ]);
+        assert_eq!((code, out.as_str()), (64, ""), "{err}");
+        assert!(err.contains("at least 32 bytes"), "{err}");
+    }
     // Run the printed command with a real shell and curl.
     let script: String = out.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
     let curl = tokio::process::Command::new("sh")

@@ -135,11 +135,16 @@ async fn errors_have_envelopes_and_write_nothing() {
 
 /// Sends a request head promising a 100-byte body, then only `{`; returns the raw answer.
 async fn stalled_body(app: &crate::support::TestApp, auth: &str) -> String {
+    promised_body(app, "/v1/links", auth, 100).await
+}
+
+/// Sends a request head to `path` promising `len` body bytes, then only `{`; returns the raw answer.
+async fn promised_body(app: &crate::support::TestApp, path: &str, auth: &str, len: u64) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = app.base.strip_prefix("http://").unwrap();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST /v1/links HTTP/1.1\r\nHost: a\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        "POST {path} HTTP/1.1\r\nHost: a\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n{{"
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
@@ -173,6 +178,14 @@ async fn bearer_scheme_is_case_insensitive_and_auth_comes_before_the_body() {
     let answer = stalled_body(&app, &format!("Bearer {ADMIN_TOKEN}")).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"code\":\"body_timeout\""), "{answer}");
+    // A declared length over the route's limit is refused at once, without waiting for it.
+    for (path, len) in
+        [("/v1/links", 64 * 1024 + 1), ("/v1/conversions", 99_999_999_999), ("/v1/conversions/batch", 1 << 21)]
+    {
+        let answer = promised_body(&app, path, &format!("Bearer {ADMIN_TOKEN}"), len).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        assert!(answer.contains("\"code\":\"body_too_large\""), "{path}: {answer}");
+    }
     // `[]` is not an object: the message says so without naming internal types.
     let (status, v) = post(&app, Some(ADMIN_TOKEN), "[]", "application/json").await;
     assert_eq!((status, v["code"].as_str()), (400, Some("invalid_body")));

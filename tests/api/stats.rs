@@ -252,7 +252,7 @@ async fn report_cli_prints_csv_json_and_table() {
     let (code, out, err) = linkloop(&with(&[]), url);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with(&format!("note {NOTE}  2026-02-27..2026-03-01  (Asia/Shanghai)\n")), "{out}");
-    assert!(out.contains("\ntotal            7   5            3        1    50.00  42.86%\n"), "{out}");
+    assert!(out.contains("\ntotal            7        0   5            3        1    50.00  42.86%\n"), "{out}");
 
     let (code, out, _) = linkloop(
         &["report", "--item", "jd:100012043978", "--from", "2026-03-01", "--to", "2026-03-01", "--format", "csv"],

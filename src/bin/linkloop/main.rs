@@ -370,6 +370,14 @@ fn sign_callback(
     url: &str,
     tolerance_s: u64,
 ) -> ExitCode {
+    if secret.len() < linkloop::signing::MIN_SECRET_BYTES {
+        eprintln!(
+            "linkloop: --secret must be the merchant's secret from the config (at least {} bytes); got {} bytes",
+            linkloop::signing::MIN_SECRET_BYTES,
+            secret.len()
+        );
+        return ExitCode::from(64);
+    }
     let bytes = match std::fs::read(body) {
         Ok(b) => b,
         Err(e) => {
