@@ -659,38 +659,9 @@ pub fn day_of(ts_ms: u64, tz: Tz) -> String {
     }
 }
 
-/// Parses an `XREAD` reply (RESP2 arrays) into `(id, values of the named fields)`;
-/// a missing field is empty; anything malformed is skipped.
-fn parse_read_reply<const N: usize>(v: Value, names: [&str; N]) -> Vec<(String, [String; N])> {
-    let mut out = Vec::new();
-    let Value::Array(streams) = v else { return out };
-    for stream in streams {
-        let Value::Array(mut kv) = stream else { continue };
-        let Some(Value::Array(items)) = kv.pop() else { continue };
-        for item in items {
-            let Value::Array(mut parts) = item else { continue };
-            let fields = parts.pop();
-            let id = parts.pop();
-            let (Some(id), Some(Value::Array(fields))) = (id, fields) else { continue };
-            let Some(id) = as_string(&id) else { continue };
-            let mut values: [String; N] = std::array::from_fn(|_| String::new());
-            for pair in fields.chunks_exact(2) {
-                let (Some(name), Some(value)) = (as_string(&pair[0]), as_string(&pair[1])) else { continue };
-                if let Some(i) = names.iter().position(|f| *f == name) {
-                    values[i] = value;
-                }
-            }
-            out.push((id, values));
-        }
-    }
-    out
-}
-
-/// Parses an `XREAD` reply of the click stream into `(id, clicks)`, each click its
-/// `[tok, rec]` values: an entry holds one `tok`/`rec` group per click, in order (other
-/// fields, such as `reason`, are skipped). Anything malformed is skipped; an entry
-/// without a `tok` yields no clicks.
-fn parse_click_entries(v: Value) -> Vec<(String, Vec<[String; 2]>)> {
+/// The entries of an `XREAD` reply (RESP2 arrays) as `(id, field values in order: name,
+/// value, name, value, …)`, moved out of the reply; malformed entries are skipped.
+fn read_entries(v: Value) -> Vec<(String, Vec<Value>)> {
     let mut out = Vec::new();
     let Value::Array(streams) = v else { return out };
     for stream in streams {
@@ -702,24 +673,58 @@ fn parse_click_entries(v: Value) -> Vec<(String, Vec<[String; 2]>)> {
             let id = parts.pop();
             let (Some(id), Some(Value::Array(fields))) = (id, fields) else { continue };
             let Some(id) = into_string(id) else { continue };
-            let [f_tok, f_rec] = keys::CLICK_FIELDS;
+            out.push((id, fields));
+        }
+    }
+    out
+}
+
+/// `(name, value)` pairs of an entry's fields, as strings (pairs that are not are skipped).
+fn field_pairs(fields: Vec<Value>) -> impl Iterator<Item = (String, String)> {
+    let mut it = fields.into_iter();
+    std::iter::from_fn(move || Some((it.next()?, it.next()?)))
+        .filter_map(|(name, value)| Some((into_string(name)?, into_string(value)?)))
+}
+
+/// Parses an `XREAD` reply into `(id, values of the named fields)`; a missing field is
+/// empty; anything malformed is skipped.
+fn parse_read_reply<const N: usize>(v: Value, names: [&str; N]) -> Vec<(String, [String; N])> {
+    read_entries(v)
+        .into_iter()
+        .map(|(id, fields)| {
+            let mut values: [String; N] = std::array::from_fn(|_| String::new());
+            for (name, value) in field_pairs(fields) {
+                if let Some(i) = names.iter().position(|f| *f == name) {
+                    values[i] = value;
+                }
+            }
+            (id, values)
+        })
+        .collect()
+}
+
+/// Parses an `XREAD` reply of the click stream into `(id, clicks)`, each click its
+/// `[tok, rec]` values: an entry holds one `tok`/`rec` group per click, in order (other
+/// fields, such as `reason`, are skipped). Anything malformed is skipped; an entry
+/// without a `tok` yields no clicks.
+fn parse_click_entries(v: Value) -> Vec<(String, Vec<[String; 2]>)> {
+    let [f_tok, f_rec] = keys::CLICK_FIELDS;
+    read_entries(v)
+        .into_iter()
+        .map(|(id, fields)| {
             let mut clicks: Vec<[String; 2]> = Vec::with_capacity(fields.len() / 4);
-            let mut fields = fields.into_iter();
-            // Values are moved out of the reply, not copied.
-            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                let (Value::BulkString(name), Some(value)) = (name, into_string(value)) else { continue };
-                if name.as_slice() == f_tok.as_bytes() {
+            for (name, value) in field_pairs(fields) {
+                if name == f_tok {
                     clicks.push([value, String::new()]);
-                } else if name.as_slice() == f_rec.as_bytes()
+                } else if name == f_rec
                     && let Some(click) = clicks.last_mut()
                 {
                     click[1] = value;
                 }
             }
-            out.push((id, clicks));
-        }
-    }
-    out
+            (id, clicks)
+        })
+        .collect()
 }
 
 fn into_string(v: Value) -> Option<String> {
