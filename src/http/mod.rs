@@ -99,13 +99,15 @@ impl Gateway {
         let start = Instant::now();
         let head = req.method() == Method::HEAD;
         let r = &self.redirect;
-        let res = if r.in_flight.fetch_add(1, Ordering::AcqRel) >= r.max_in_flight {
+        // Released on drop too: a client that disconnects mid-request drops this future.
+        let slot = InFlight::enter(&r.in_flight);
+        let res = if slot.before >= r.max_in_flight {
             overload_error(&tower::load_shed::error::Overloaded::new().into())
         } else {
             let res = tokio::time::timeout(r.timeout, follow::follow_link(State(self.state.clone()), req)).await;
             res.unwrap_or_else(|_| overload_error(&tower::timeout::error::Elapsed::new().into()))
         };
-        r.in_flight.fetch_sub(1, Ordering::AcqRel);
+        drop(slot);
         match (res.status(), head) {
             (StatusCode::FOUND, false) => r.found_get.inc(),
             (StatusCode::FOUND, true) => r.found_head.inc(),
@@ -117,6 +119,25 @@ impl Gateway {
         };
         r.duration.observe(start.elapsed().as_secs_f64());
         res
+    }
+}
+
+/// One redirect counted in flight until dropped.
+struct InFlight<'a> {
+    count: &'a AtomicUsize,
+    /// Redirects in flight before this one.
+    before: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        Self { count, before: count.fetch_add(1, Ordering::AcqRel) }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

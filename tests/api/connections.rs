@@ -146,3 +146,37 @@ async fn connections_past_the_cap_wait_in_the_backlog() {
     drop(idle2);
     app.stop().await;
 }
+
+/// Shoppers who give up while their click waits on Redis release their redirect slot: with
+/// `max_concurrent_requests = 2`, four abandoned redirects are followed by redirects that are
+/// served (`302`), not shed (`503`).
+#[tokio::test]
+async fn abandoned_redirects_release_their_slot() {
+    let redis = crate::support::TestRedis::start().await;
+    let proxy = crate::chaos::ChaosProxy::start(redis.server.port()).await;
+    let url = proxy.url();
+    let app = spawn_app_with(move |c| {
+        c.redis_url = Some(url);
+        c.max_concurrent_requests = 2;
+        c.click_write_timeout_ms = 1500;
+    })
+    .await;
+    let link = app.mint("65682d4500000000380339a5", "c1", TAOBAO).await["link"].as_str().unwrap().to_owned();
+    let path = link.split_once("/j/").map(|(_, l)| format!("/j/{l}")).unwrap();
+    proxy.stall();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(addr(&app)).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nUser-Agent: {SHOPPER_UA}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(s);
+    }
+    proxy.resume();
+    // Past the bounded wait, whatever hyper did with the abandoned requests is over.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    for _ in 0..5 {
+        let res = app.client.get(&link).header("user-agent", SHOPPER_UA).send().await.unwrap();
+        assert_eq!(res.status(), 302, "a slot leaked: {:?}", res.text().await);
+    }
+    app.stop().await;
+}
