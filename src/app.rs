@@ -100,6 +100,7 @@ impl App {
                 click_ttl_ms: u64::try_from(config.click_ttl().as_millis()).unwrap_or(u64::MAX),
                 repeat_window_ms: config.repeat_click_window_seconds.saturating_mul(1000),
                 tz: config.tz()?,
+                stream_retention_ms: config.click_stream_retention_ms,
             },
             metrics.clone(),
         ));

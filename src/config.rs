@@ -73,6 +73,11 @@ pub struct Config {
     /// Approximate cap of the click stream, clicks (an entry of `n` clicks trims the stream
     /// to `click_stream_maxlen / n` entries, `XADD MAXLEN ~`). Default 2,000,000.
     pub click_stream_maxlen: u64,
+    /// How long the click stream keeps entries the aggregator has applied, ms (their
+    /// clicks live on in the click records). 0: trimmed as soon as applied, so the stream
+    /// only holds clicks waiting to be counted (`XTRIM MINID ~`, whole nodes at a time).
+    /// Raise it to tail the stream from another consumer. Default 0.
+    pub click_stream_retention_ms: u64,
     /// Clicks applied per aggregator script call (whole stream entries; at least one). Default 128 (a call blocks
     /// Redis for well under a millisecond, so the redirect's tail stays short).
     pub aggregator_batch: usize,
@@ -184,6 +189,7 @@ impl Default for Config {
             click_grace_days: 1,
             click_write_timeout_ms: 200,
             click_stream_maxlen: 2_000_000,
+            click_stream_retention_ms: 0,
             aggregator_batch: 128,
             aggregator_enabled: true,
             shutdown_grace_seconds: 10,

@@ -3,8 +3,9 @@
 # N clicks shaped like the redirect's (distinct tokens, 1,000 notes, 200 creators, 50 items,
 # 100k visitors) are appended as the group-commit writer does, GROUP clicks per stream entry
 # (default 32; GROUP=1 gives one entry per click, as at low load), a gateway's aggregator turns them into click records,
-# repeat markers, counters and HLLs, then (used_memory after - before) / N is printed,
-# with the shares of the stream, the click-record buckets and the repeat buckets (MEMORY USAGE).
+# repeat markers, counters and HLLs (and trims the applied entries from the stream, as it does
+# in service), then (used_memory after - before) / N is printed, with the shares of the
+# stream, the click-record buckets and the repeat buckets (MEMORY USAGE).
 # Usage: [GROUP=32] loadtest/scripts/redis-memory.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -4,8 +4,9 @@
 //! answered `GET` (non-bot, plus bots when `--bots-counted true`), per note; every
 //! conversion and refund the gateway accepted with `201`, and the GMV net of refunds.
 //! **Recorded**: the stats API totals of each of the run's notes (the notes are fresh
-//! per run, so they hold nothing else), and with `--redis-url` the click stream
-//! `ll:clicks` token by token.
+//! per run, so they hold nothing else), and with `--redis-url` token by token: the click
+//! records (`ll:cr:{minute}`) and what is left of the click stream `ll:clicks` (the
+//! aggregator trims entries once applied), and `ll:nonbillable`.
 //!
 //! Clicks are counted asynchronously, so the stats are polled until they match or stop
 //! changing ([`poll_stats`]); the time from the last click to the match is the lag.
@@ -124,7 +125,8 @@ pub struct Check {
 /// Where one token of this run was found in Redis.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenRecord {
-    /// Entries in `ll:clicks` (billable clicks).
+    /// Billable recordings: entries in `ll:clicks`, or 1 for a click record whose entry
+    /// was trimmed once applied.
     pub clicks: u32,
     /// Entries in `ll:nonbillable` (bots, previews, HEAD, rate-limited clients).
     pub nonbillable: u32,
@@ -459,7 +461,9 @@ pub fn poll_interval(ids: usize) -> Duration {
 }
 
 /// Reads `ll:clicks` and `ll:nonbillable` from `since_ms` on, in chunks of 10,000, keeping
-/// the entries whose record names one of `notes` (field `rec` is `1|ts|note|…`).
+/// the entries whose record names one of `notes` (field `rec` is `1|ts|note|…`), then the
+/// click records (`ll:cr:{minute}` buckets from `since_ms` on) of the billable clicks the
+/// aggregator has trimmed from `ll:clicks` once applied.
 ///
 /// # Errors
 /// Redis unreachable or a stream holds something else.
@@ -509,6 +513,32 @@ pub async fn read_stream(redis_url: &str, notes: &HashMap<String, u32>, since_ms
                 }
             }
             if n < 10_000 {
+                break;
+            }
+        }
+    }
+    // The aggregator trims applied entries from `ll:clicks` (their clicks live on in the
+    // click records), so a billable token missing from what is left is looked for in its
+    // record bucket. Read after the stream: an entry is trimmed only once its record exists.
+    let now_minute = crate::conversions::now_ms() / 60_000;
+    for minute in since_ms / 60_000..=now_minute + 1 {
+        // `ll:cr:{minute}`: the token's UUID v7 ms / 60,000 (docs/redis-schema.md).
+        let key = format!("ll:cr:{minute}");
+        let mut cursor = 0u64;
+        loop {
+            let (next, pairs): (u64, Vec<(String, String)>) =
+                redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(10_000).query_async(&mut conn).await?;
+            for (tok, rec) in &pairs {
+                out.scanned += 1;
+                if rec.split('|').nth(2).and_then(|n| notes.get(n)).is_none() {
+                    continue;
+                }
+                let Some(t) = crate::clicks::parse_uuid(tok.as_bytes()) else { continue };
+                let r = out.entries.entry(t).or_default();
+                r.clicks = r.clicks.max(1);
+            }
+            cursor = next;
+            if cursor == 0 {
                 break;
             }
         }

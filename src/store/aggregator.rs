@@ -48,7 +48,8 @@ pub const BEHIND_FACTOR: usize = 4;
 ///
 /// ARGV: 1 cursor key, 2 last stream id of the batch, 3 n (clicks), 4 m (distinct
 /// dimension values), 5 repeat window (ms), 6 nb (click-record buckets), 7 nr (repeat
-/// buckets), 8 nk (kinds); then m agg keys; then the m matching uv keys; then nb pairs
+/// buckets), 8 nk (kinds), 9 click stream key, 10 trim id (entries before it are trimmed
+/// once the batch is applied, `XTRIM MINID ~`; empty: none); then m agg keys; then the m matching uv keys; then nb pairs
 /// (bucket key, expire-at ms); then nr pairs (repeat key, expire-at ms); then nk kinds
 /// of 7 indexes each (record bucket, note, creator, item, platform, repeat bucket of the
 /// click's slot, of the slot before (0: none)): what clicks of one link in one minute
@@ -68,7 +69,8 @@ local cursor = redis.call('GET', ARGV[1])
 if cursor and not after(ARGV[2], cursor) then return 0 end
 local n, m, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local nb, nr, nk = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local kb = 8 + 2 * m
+local H = 10
+local kb = H + 2 * m
 local kr = kb + 2 * nb
 local kk = kr + 2 * nr
 local eb = kk + 7 * nk
@@ -164,15 +166,18 @@ for r, p in pairs(rput) do
   redis.call('HSET', key, unpack(p))
   redis.call('PEXPIREAT', key, ARGV[kr + 2 * r])
 end
-for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[8 + d], 'clicks', c) end
-for d, c in pairs(rep) do redis.call('HINCRBY', ARGV[8 + d], 'repeat_clicks', c) end
+for d, c in pairs(cnt) do redis.call('HINCRBY', ARGV[H + d], 'clicks', c) end
+for d, c in pairs(rep) do redis.call('HINCRBY', ARGV[H + d], 'repeat_clicks', c) end
 local v = eb + W * n + 1
 for d = 1, m do
   local c = tonumber(ARGV[v])
-  if c > 0 then redis.call('PFADD', ARGV[8 + m + d], unpack(ARGV, v + 1, v + c)) end
+  if c > 0 then redis.call('PFADD', ARGV[H + m + d], unpack(ARGV, v + 1, v + c)) end
   v = v + 1 + c
 end
 redis.call('SET', ARGV[1], ARGV[2])
+-- Applied entries are in the records now: the stream keeps only what waits (and the
+-- configured retention), whole nodes at a time.
+if ARGV[10] ~= '' then redis.call('XTRIM', ARGV[9], 'MINID', '~', ARGV[10]) end
 return new
 "#
 );
@@ -221,6 +226,9 @@ pub struct AggregatorOptions {
     pub repeat_window_ms: u64,
     /// Time zone whose calendar days the counters use.
     pub tz: Tz,
+    /// How long applied click-stream entries are kept, ms (by stream id time, before the
+    /// batch's last entry); 0 trims them as soon as they are applied.
+    pub stream_retention_ms: u64,
 }
 
 /// Derives counters from the click stream. Share it with `Arc`.
@@ -457,7 +465,9 @@ impl Aggregator {
             .arg(self.opts.repeat_window_ms.max(1))
             .arg(batch.buckets.len())
             .arg(batch.repeats.len())
-            .arg(batch.kinds.len());
+            .arg(batch.kinds.len())
+            .arg(keys::CLICK_STREAM)
+            .arg(trim_id(last_id, self.opts.stream_retention_ms));
         for (agg, _) in &batch.dims {
             inv.arg(agg);
         }
@@ -644,6 +654,16 @@ fn first_id(v: &Value) -> Option<String> {
     as_string(entry.first()?)
 }
 
+/// The id before which applied entries may go (`XTRIM MINID`): `retention_ms` before the
+/// last applied id; empty when that id is malformed or nothing is old enough.
+fn trim_id(last_id: &str, retention_ms: u64) -> String {
+    match parse_id(last_id) {
+        Some((ms, seq)) if retention_ms == 0 => format!("{ms}-{seq}"),
+        Some((ms, _)) if ms > retention_ms => format!("{}-0", ms - retention_ms),
+        _ => String::new(),
+    }
+}
+
 /// A stream id `ms-seq` as a comparable pair.
 fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
@@ -765,6 +785,16 @@ mod tests {
         assert_eq!(got[0], ("1-0".to_owned(), vec![["t1".to_owned(), "r1".to_owned()]]));
         assert_eq!(got[1].1, vec![["t2".to_owned(), "r2".to_owned()], ["t3".to_owned(), "r3".to_owned()]]);
         assert!(got[2].1.is_empty(), "an entry without tok has no click");
+    }
+
+    #[test]
+    fn applied_entries_are_trimmed_after_the_retention() {
+        // Retention 0: everything before the last applied entry may go.
+        assert_eq!(trim_id("1764500000123-7", 0), "1764500000123-7");
+        assert_eq!(trim_id("1764500000123-7", 60_000), "1764499940123-0");
+        // Nothing that old yet, or a malformed id: no trim.
+        assert_eq!(trim_id("5000-0", 60_000), "");
+        assert_eq!(trim_id("garbage", 0), "");
     }
 
     #[test]

@@ -504,6 +504,7 @@ async fn two_aggregators_count_each_conversion_once() {
             click_ttl_ms: 8 * 86_400_000,
             repeat_window_ms: 1_800_000,
             tz: chrono_tz::Asia::Shanghai,
+            stream_retention_ms: 0,
         };
         linkloop::store::aggregator::Aggregator::new(conn, opts, app.state.metrics.clone())
     };

@@ -236,8 +236,27 @@ pub struct StreamClick {
 }
 
 /// Every click of `stream`, in order: an entry holds one `tok`/`rec`[/`reason`] group
-/// per click of a group commit.
+/// per click of a group commit. For `ll:clicks`, whose entries the aggregator trims once
+/// applied, the clicks trimmed away follow (from their click records, `id` empty), so
+/// this is every billable click recorded, each token once unless the stream holds it twice.
 pub async fn stream_clicks(r: &mut redis::aio::MultiplexedConnection, stream: &str) -> Vec<StreamClick> {
+    let mut out = stream_entries(r, stream).await;
+    if stream == linkloop::store::keys::CLICK_STREAM {
+        let seen: std::collections::HashSet<String> = out.iter().map(|c| c.tok.clone()).collect();
+        let mut trimmed: Vec<StreamClick> = click_records(r)
+            .await
+            .into_iter()
+            .filter(|(tok, _)| !seen.contains(tok))
+            .map(|(tok, rec)| StreamClick { tok, rec, fields: 2, ..StreamClick::default() })
+            .collect();
+        trimmed.sort_by(|a, b| a.tok.cmp(&b.tok));
+        out.extend(trimmed);
+    }
+    out
+}
+
+/// The clicks still in `stream`'s entries, in order.
+pub async fn stream_entries(r: &mut redis::aio::MultiplexedConnection, stream: &str) -> Vec<StreamClick> {
     let reply: Vec<(String, Vec<(String, String)>)> =
         redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(r).await.unwrap();
     let mut out: Vec<StreamClick> = Vec::new();
