@@ -71,10 +71,11 @@ if state then
 else
   local rec = redis.call('HGET', ck, ARGV[18])
   if not rec then return {'unknown_click'} end
-  local f = {}
-  for v in string.gmatch(rec .. '|', '([^|]*)|') do f[#f + 1] = v end
-  local ts = tonumber(f[2])
-  note, creator, platform, item = f[3], f[4], f[5], f[6]
+  -- One match, not a split: `1|ts|note|creator|platform|item|…` (a split cost 7 µs per call).
+  local ts
+  ts, note, creator, platform, item = string.match(rec, '^%d+|(%d+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)')
+  if not ts then return {'unknown_click'} end
+  ts = tonumber(ts)
   if not string.find(allowed, ',' .. platform .. ',', 1, true) then return {'platform_not_allowed', platform} end
   -- Merchants often send whole seconds: an order in the click's own second counts.
   if occurred < ts - ts % 1000 or occurred > ts + window then return {'outside_window'} end
@@ -115,7 +116,7 @@ local res = cjson.encode({
 redis.call('HSET', ik, 'fp', fp, 'res', res)
 local agg = table.concat({day, note, creator, platform, item, cur or '', d_conv, d_ref, d_paid, d_refunded}, '|')
 redis.call('XADD', ARGV[13], 'MAXLEN', '~', ARGV[14], '*', 'merchant', ARGV[15], 'order', ARGV[16],
-  'sub', ARGV[17], 'status', status, 'raw_status', ARGV[19], 'refund_id', ARGV[20], 'occurred_at', ARGV[8], 'res', res,
+  'sub', ARGV[17], 'status', status, 'raw_status', ARGV[19], 'refund_id', ARGV[20], 'occurred_at', ARGV[8], 'token', token, 'amount', amount,
   'agg', agg)
 return {'ok', res}
 "#;

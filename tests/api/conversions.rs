@@ -136,6 +136,18 @@ async fn every_status_code_path() {
     let mut r = app.redis().await;
     let stream_len: u64 = r.xlen("ll:conversions").await.unwrap();
     assert_eq!(stream_len, 1);
+    // The entry's fields, in order (docs/conversions.md, "The conversion stream").
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis::cmd("XRANGE").arg("ll:conversions").arg("-").arg("+").query_async(&mut r).await.unwrap();
+    let names: Vec<&str> = entries[0].1.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        ["merchant", "order", "sub", "status", "raw_status", "refund_id", "occurred_at", "token", "amount", "agg"]
+    );
+    let field = |name: &str| entries[0].1.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+    assert_eq!(field("token"), token);
+    assert_eq!(field("amount"), "12900");
+    assert_eq!(field("agg"), format!("{d}|{NOTE}|creator_01|taobao|567873872517|CNY|1|0|12900|0"));
     app.stop().await;
 }
 
