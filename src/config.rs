@@ -75,7 +75,8 @@ pub struct Config {
     pub click_stream_maxlen: u64,
     /// How long the click stream keeps entries the aggregator has applied, ms (their
     /// clicks live on in the click records). 0: trimmed as soon as applied, so the stream
-    /// only holds clicks waiting to be counted (`XTRIM MINID ~`, whole nodes at a time).
+    /// holds the clicks waiting to be counted and at most a few applied entries of its last
+    /// node (`XTRIM MINID ~` before the last applied entry, whole nodes at a time).
     /// Raise it to tail the stream from another consumer. Default 0.
     pub click_stream_retention_ms: u64,
     /// Clicks applied per aggregator script call (whole stream entries; at least one). Default 128 (a call blocks

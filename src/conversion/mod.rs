@@ -72,16 +72,38 @@ pub struct ConversionInput {
 }
 
 fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum V {
-        S(String),
-        N(u64),
+    /// `item_id` as a JSON string or a non-negative integer; anything else (a float, a
+    /// negative or an integer too big for u64) is an error that names the field.
+    struct ItemId;
+    const EXPECTED: &str = "item_id: a decimal item id, as a string or an integer";
+    impl<'de> serde::de::Visitor<'de> for ItemId {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(EXPECTED)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v).map(|v| Some(v.to_string())).map_err(|_| E::custom(format!("{EXPECTED}; got {v}")))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(E::custom(format!("{EXPECTED}; got {v} (out of range or not an integer)")))
+        }
     }
-    Ok(Option::<V>::deserialize(d)?.map(|v| match v {
-        V::S(s) => s,
-        V::N(n) => n.to_string(),
-    }))
+    d.deserialize_option(ItemId)
 }
 
 /// A validated conversion.
@@ -226,6 +248,23 @@ mod tests {
                 "amount":12900,"occurred_at":"2026-11-30T12:00:00+08:00","item_id":533000737918}"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn item_id_is_a_string_or_an_integer_and_errors_name_it() {
+        let parse = |item: &str| {
+            let body =
+                format!(r#"{{"click_token":"t","order_id":"O-1","status":"paid","amount":1,"occurred_at":"x"{item}}}"#);
+            serde_json::from_str::<ConversionInput>(&body).map(|i| i.item_id).map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(r#","item_id":"533000737918""#), Ok(Some("533000737918".to_owned())));
+        assert_eq!(parse(r#","item_id":533000737918"#), Ok(Some("533000737918".to_owned())));
+        assert_eq!(parse(r#","item_id":null"#), Ok(None));
+        assert_eq!(parse(""), Ok(None));
+        for bad in ["123456789012345678901234567890", "1.5", "-3", "true", "[1]"] {
+            let e = parse(&format!(r#","item_id":{bad}"#)).unwrap_err();
+            assert!(e.contains("item_id: a decimal item id"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -130,7 +130,11 @@ async fn process(app: &App, merchant: &Merchant, input: ConversionInput) -> Resu
                 Outcome::InvalidTransition(state) => ApiError::new(
                     StatusCode::CONFLICT,
                     "invalid_transition",
-                    format!("order is {state}: this status is not allowed"),
+                    if state == "none" {
+                        "no payment recorded for this order line: report it paid first".to_owned()
+                    } else {
+                        format!("order is {state}: this status is not allowed")
+                    },
                 ),
                 Outcome::RefundExceedsPaid => {
                     ApiError::new(StatusCode::CONFLICT, "refund_exceeds_paid", "refunds would exceed the paid amount")

@@ -135,6 +135,45 @@ async fn sign_callback_prints_a_curl_that_the_gateway_accepts() {
         assert_eq!((code, out.as_str()), (64, ""), "{err}");
         assert!(err.contains("at least 32 bytes"), "{err}");
     }
+    // Without --secret, the merchant's secret comes from the config; none there: refused.
+    let cfg = dir.path().join("merchant.toml");
+    let toml = format!(
+        "[[merchants]]\nid = \"tmall-shop\"\nplatforms = [\"taobao\"]\nsecrets = [{{kid = 1, secret = \"{}\"}}]\n",
+        crate::support::MERCHANT_SECRET_1
+    );
+    std::fs::write(&cfg, toml).unwrap();
+    let args = |merchant: &'static str| {
+        [
+            "sign-callback",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--merchant",
+            merchant,
+            "--body",
+            body_path.to_str().unwrap(),
+            "--url",
+            &url,
+        ]
+        .map(str::to_owned)
+    };
+    let run = |a: [String; 9]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_linkloop"))
+            .args(&a)
+            .env_remove("LINKLOOP_MERCHANT_SECRET")
+            .env("LINKLOOP_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, from_config, err) = run(args("tmall-shop"));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(args("jd-shop"));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("no --secret"), "{err}");
     // Run the printed command with a real shell and curl.
     let script: String = out.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
     let curl = tokio::process::Command::new("sh")
@@ -146,6 +185,16 @@ async fn sign_callback_prints_a_curl_that_the_gateway_accepts() {
     let stdout = String::from_utf8_lossy(&curl.stdout);
     assert!(stdout.trim_end().ends_with("201"), "{stdout} {}", String::from_utf8_lossy(&curl.stderr));
     assert!(stdout.contains("\"order_id\":\"CLI-1\""), "{stdout}");
+    // The command signed with the config's secret is accepted too (the same order again: 200).
+    let script: String = from_config.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    let curl = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{script} -w '\\n%{{http_code}}'"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&curl.stdout);
+    assert!(stdout.trim_end().ends_with("200") && stdout.contains("\"duplicate\":true"), "{stdout}");
     app.stop().await;
 }
 

@@ -105,9 +105,9 @@ enum Command {
         /// Merchant id (`Linkloop-Merchant`).
         #[arg(long)]
         merchant: String,
-        /// Merchant secret for `--kid`.
+        /// Merchant secret for `--kid` [default: that merchant's secret for `--kid` in the config].
         #[arg(long, env = "LINKLOOP_MERCHANT_SECRET", hide_env_values = true)]
-        secret: String,
+        secret: Option<String>,
         /// Key id of the secret.
         #[arg(long, default_value_t = 1)]
         kid: u8,
@@ -175,6 +175,12 @@ fn main() -> ExitCode {
         }
         Command::SignCallback { merchant, secret, kid, body, url } => {
             let url = url.unwrap_or_else(|| format!("{}/v1/conversions", config.public_url()));
+            let Some(secret) = secret.or_else(|| merchant_secret(&config, &merchant, kid)) else {
+                eprintln!(
+                    "linkloop: no --secret, and the config has no [[merchants]] entry {merchant:?} with a secret of kid {kid}"
+                );
+                return ExitCode::from(64);
+            };
             sign_callback(&merchant, &secret, kid, &body, &url, config.callback_tolerance_seconds)
         }
     }
@@ -360,6 +366,13 @@ fn verify_jump(config: &Config, url: &str) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The configured secret of `merchant` for `kid`, if any.
+fn merchant_secret(config: &Config, merchant: &str, kid: u8) -> Option<String> {
+    use secrecy::ExposeSecret;
+    let m = config.merchants.iter().find(|m| m.id == merchant)?;
+    m.secrets.iter().find(|k| k.kid == kid).map(|k| k.secret.expose_secret().to_owned())
 }
 
 fn sign_callback(
