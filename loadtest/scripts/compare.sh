@@ -151,4 +151,4 @@ printf "%-28s %12s %10s\n" "linkloop /j/ open loop 50%" "$(lt_get half rps)" "$(
 echo "ratio linkloop/nginx: $(pct "$LR" "$NR")"
 echo "load tester / wrk: nginx $(pct "$LTN" "$NR"), linkloop $(pct "$LTL" "$LR") (target >= 80% against nginx)"
 echo "scenario verification: $(grep -E '^VERIFICATION' "$WORK/lt-scenario.txt" || echo 'did not run')"
-echo "clicks recorded: $CLICKS in $($REDIS_CLI XLEN ll:clicks) stream entries; conversions in stream: $($REDIS_CLI XLEN ll:conversions)"
+echo "clicks recorded: $CLICKS (Redis memory $($REDIS_CLI INFO memory | awk -F: '/^used_memory_human:/ {print $2}' | tr -d '\r'), $($REDIS_CLI XLEN ll:clicks) click-stream entries left after aggregation); conversions in stream: $($REDIS_CLI XLEN ll:conversions)"

@@ -340,11 +340,11 @@ fn compare_streams(clicks: &ClickObs, stream: &StreamTokens, bots_counted: bool,
     }
     let unknown = stream.entries.iter().filter(|(k, r)| r.clicks > 0 && !issued.contains(k)).count() as u64;
     out.push(check(
-        "click tokens in ll:clicks",
+        "click tokens recorded (ll:cr:*, ll:clicks)",
         i(expected),
         i(found),
         lost == 0,
-        format!("{} stream clicks read", stream.scanned),
+        format!("{} stream clicks and click records read", stream.scanned),
     ));
     let detail = if lost_reasons.is_empty() {
         String::new()
@@ -357,9 +357,9 @@ fn compare_streams(clicks: &ClickObs, stream: &StreamTokens, bots_counted: bool,
         };
         format!("recorded as non-billable instead: {}{hint}", r.join(" "))
     };
-    out.push(check("  lost (seen, not in ll:clicks)", 0, i(lost), lost == 0, detail));
+    out.push(check("  lost (seen, not recorded)", 0, i(lost), lost == 0, detail));
     out.push(check("  duplicated (in ll:clicks twice)", 0, i(duplicated), duplicated == 0, ""));
-    let what = if bots_counted { "  HEAD tokens in ll:clicks" } else { "  bot/HEAD tokens in ll:clicks" };
+    let what = if bots_counted { "  HEAD tokens recorded as clicks" } else { "  bot/HEAD tokens recorded as clicks" };
     out.push(check(what, 0, i(uncounted_billed), uncounted_billed == 0, ""));
     out.push(check(
         "  unseen tokens of this run's notes",
@@ -731,13 +731,13 @@ mod tests {
         let good = [(1, 1, 0), (2, 1, 0), (3, 1, 0), (4, 0, 1), (5, 0, 1)];
         assert_eq!(run(&stream(&good)), "");
         let lossy = stream(&[(1, 1, 0), (2, 0, 1), (3, 1, 0), (4, 0, 1), (5, 0, 1)]);
-        assert_eq!(run(&lossy), "click tokens in ll:clicks |   lost (seen, not in ll:clicks)");
+        assert_eq!(run(&lossy), "click tokens recorded (ll:cr:*, ll:clicks) |   lost (seen, not recorded)");
         let checks = compare(&exp, &rec, &clicks, &c, Some(&lossy), false);
         assert!(checks.iter().any(|c| c.detail.contains("rate_limited×1") && c.detail.contains("trusted_proxies")));
         let doubled = stream(&[(1, 2, 0), (2, 1, 0), (3, 1, 0), (4, 0, 1), (5, 0, 1)]);
         assert_eq!(run(&doubled), "  duplicated (in ll:clicks twice)");
         let bot_billed = stream(&[(1, 1, 0), (2, 1, 0), (3, 1, 0), (4, 1, 0), (5, 0, 1)]);
-        assert_eq!(run(&bot_billed), "  bot/HEAD tokens in ll:clicks | bot/HEAD tokens in ll:nonbillable");
+        assert_eq!(run(&bot_billed), "  bot/HEAD tokens recorded as clicks | bot/HEAD tokens in ll:nonbillable");
         let phantom = stream(&[(1, 1, 0), (2, 1, 0), (3, 1, 0), (4, 0, 1), (5, 0, 1), (99, 1, 0)]);
         assert_eq!(run(&phantom), "  unseen tokens of this run's notes");
         let head_lost = stream(&[(1, 1, 0), (2, 1, 0), (3, 1, 0), (4, 0, 1)]);
