@@ -71,9 +71,10 @@ if state then
 else
   local rec = redis.call('HGET', ck, ARGV[18])
   if not rec then return {'unknown_click'} end
-  -- One match, not a split: `1|ts|note|creator|platform|item|…` (a split cost 7 µs per call).
+  -- One match, not a split: `1|ts|note|creator|platform|item|…` (record v1; a split cost
+  -- 7 µs per call). Another version or a malformed record is not a click this script knows.
   local ts
-  ts, note, creator, platform, item = string.match(rec, '^%d+|(%d+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)')
+  ts, note, creator, platform, item = string.match(rec, '^1|(%d+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)')
   if not ts then return {'unknown_click'} end
   ts = tonumber(ts)
   if not string.find(allowed, ',' .. platform .. ',', 1, true) then return {'platform_not_allowed', platform} end

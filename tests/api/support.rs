@@ -237,21 +237,24 @@ pub struct StreamClick {
 
 /// Every click of `stream`, in order: an entry holds one `tok`/`rec`[/`reason`] group
 /// per click of a group commit. For `ll:clicks`, whose entries the aggregator trims once
-/// applied, the clicks trimmed away follow (from their click records, `id` empty), so
+/// applied, the clicks trimmed away come first (from their click records, `id` empty), so
 /// this is every billable click recorded, each token once unless the stream holds it twice.
 pub async fn stream_clicks(r: &mut redis::aio::MultiplexedConnection, stream: &str) -> Vec<StreamClick> {
-    let mut out = stream_entries(r, stream).await;
-    if stream == linkloop::store::keys::CLICK_STREAM {
-        let seen: std::collections::HashSet<String> = out.iter().map(|c| c.tok.clone()).collect();
-        let mut trimmed: Vec<StreamClick> = click_records(r)
-            .await
-            .into_iter()
-            .filter(|(tok, _)| !seen.contains(tok))
-            .map(|(tok, rec)| StreamClick { tok, rec, fields: 2, ..StreamClick::default() })
-            .collect();
-        trimmed.sort_by(|a, b| a.tok.cmp(&b.tok));
-        out.extend(trimmed);
+    let left = stream_entries(r, stream).await;
+    if stream != linkloop::store::keys::CLICK_STREAM {
+        return left;
     }
+    // Trimmed clicks are older than every entry left: they come first, in token (UUID v7
+    // time) order.
+    let seen: std::collections::HashSet<String> = left.iter().map(|c| c.tok.clone()).collect();
+    let mut out: Vec<StreamClick> = click_records(r)
+        .await
+        .into_iter()
+        .filter(|(tok, _)| !seen.contains(tok))
+        .map(|(tok, rec)| StreamClick { tok, rec, fields: 2, ..StreamClick::default() })
+        .collect();
+    out.sort_by(|a, b| a.tok.cmp(&b.tok));
+    out.extend(left);
     out
 }
 
