@@ -18,7 +18,7 @@ mod record;
 pub mod spool;
 mod ua;
 
-pub use record::ClickRecord;
+pub use record::{ClickRecord, PackedRecord};
 pub use ua::{UaClass, bot_reason};
 
 /// Mints a click token: a UUID v7 (RFC 9562 §5.7), time-ordered, 74 random bits.

@@ -42,25 +42,7 @@ impl ClickRecord {
     /// ts, note, creator, platform, item, sku, campaign, ip, ua, ref.
     /// `None` when a value is malformed (an entry not written by linkloop).
     pub fn from_stream_fields(f: [&str; 10]) -> Option<ClickRecord> {
-        let [ts, note, creator, platform, item, sku, campaign, ip, ua, rf] = f;
-        let clean = |s: &str| !s.contains('|');
-        if !f.iter().all(|s| clean(s)) || note.is_empty() || creator.is_empty() {
-            return None;
-        }
-        Some(ClickRecord {
-            ts_ms: ts.parse().ok()?,
-            note_id: note.to_owned(),
-            creator_id: creator.to_owned(),
-            product: Product {
-                platform: Platform::from_name(platform)?,
-                item_id: item.parse().ok()?,
-                sku_id: if sku.is_empty() { None } else { Some(sku.parse().ok()?) },
-            },
-            campaign: non_empty(campaign),
-            ip_hash: ip.to_owned(),
-            ua: ua.to_owned(),
-            referrer_host: non_empty(rf),
-        })
+        PackedRecord::from_fields(f).map(ClickRecord::from)
     }
 
     /// The stored string form (see the module doc).
@@ -94,6 +76,36 @@ impl ClickRecord {
 
     /// Parses the stored string form. `None` when it is not a v1 record.
     pub fn from_packed(s: &str) -> Option<ClickRecord> {
+        PackedRecord::parse(s).map(ClickRecord::from)
+    }
+}
+
+/// A click record's fields borrowed from its stored string form: what
+/// [`ClickRecord::from_packed`] checks, without allocating (the aggregator parses every
+/// click of a batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedRecord<'a> {
+    /// Click time, Unix ms.
+    pub ts_ms: u64,
+    /// RED note id.
+    pub note_id: &'a str,
+    /// Creator id.
+    pub creator_id: &'a str,
+    /// Platform, item and SKU.
+    pub product: Product,
+    /// Campaign tag, if any.
+    pub campaign: Option<&'a str>,
+    /// Keyed hash of the client IP.
+    pub ip_hash: &'a str,
+    /// User-agent class wire name.
+    pub ua: &'a str,
+    /// Referrer host, if any.
+    pub referrer_host: Option<&'a str>,
+}
+
+impl<'a> PackedRecord<'a> {
+    /// Parses the stored string form. `None` when it is not a v1 record.
+    pub fn parse(s: &'a str) -> Option<Self> {
         let mut it = s.split('|');
         if it.next()? != VERSION {
             return None;
@@ -105,7 +117,46 @@ impl ClickRecord {
         if it.next().is_some() {
             return None;
         }
-        Self::from_stream_fields(f)
+        Self::from_fields(f)
+    }
+
+    /// The record of field values in order (ts, note, creator, platform, item, sku,
+    /// campaign, ip, ua, ref); `None` when one is malformed.
+    fn from_fields(f: [&'a str; 10]) -> Option<Self> {
+        let [ts, note, creator, platform, item, sku, campaign, ip, ua, rf] = f;
+        if f.iter().any(|s| s.contains('|')) || note.is_empty() || creator.is_empty() {
+            return None;
+        }
+        let some = |s: &'a str| if s.is_empty() { None } else { Some(s) };
+        Some(PackedRecord {
+            ts_ms: ts.parse().ok()?,
+            note_id: note,
+            creator_id: creator,
+            product: Product {
+                platform: Platform::from_name(platform)?,
+                item_id: item.parse().ok()?,
+                sku_id: if sku.is_empty() { None } else { Some(sku.parse().ok()?) },
+            },
+            campaign: some(campaign),
+            ip_hash: ip,
+            ua,
+            referrer_host: some(rf),
+        })
+    }
+}
+
+impl From<PackedRecord<'_>> for ClickRecord {
+    fn from(r: PackedRecord<'_>) -> Self {
+        ClickRecord {
+            ts_ms: r.ts_ms,
+            note_id: r.note_id.to_owned(),
+            creator_id: r.creator_id.to_owned(),
+            product: r.product,
+            campaign: r.campaign.map(str::to_owned),
+            ip_hash: r.ip_hash.to_owned(),
+            ua: r.ua.to_owned(),
+            referrer_host: r.referrer_host.map(str::to_owned),
+        }
     }
 }
 
@@ -135,10 +186,6 @@ fn pack(f: &PackedFields<'_>) -> String {
     }
     let _ = write!(out, "|{}|{}|{}|{}", f.campaign.unwrap_or(""), f.ip_hash, f.ua, f.referrer_host.unwrap_or(""));
     out
-}
-
-fn non_empty(s: &str) -> Option<String> {
-    if s.is_empty() { None } else { Some(s.to_owned()) }
 }
 
 #[cfg(test)]
@@ -171,5 +218,19 @@ mod tests {
         let mut bad = f;
         bad[3] = "ebay";
         assert_eq!(ClickRecord::from_stream_fields(bad), None);
+        // The borrowed view reads the same fields, without the campaign (empty) and with the sku.
+        let view = PackedRecord::parse(&packed).unwrap();
+        assert_eq!((view.ts_ms, view.note_id, view.creator_id), (1796018486772, "65682d4500000000380339a5", "c1"));
+        assert_eq!(
+            (view.product.item_id, view.product.sku_id, view.campaign),
+            (43724784272, Some(4611686062152172176), None)
+        );
+        assert_eq!(
+            (view.ip_hash, view.ua, view.referrer_host),
+            ("0011223344556677", "app", Some("www.xiaohongshu.com"))
+        );
+        for broken in ["", "1", "1|x|n|c|tmall|1||||app|", "1|1|n|c|tmall|x||||app|", "1|1||c|tmall|1||||app|"] {
+            assert_eq!(PackedRecord::parse(broken), None, "{broken:?}");
+        }
     }
 }

@@ -30,7 +30,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, watch};
 
 use super::keys::{self, Dim};
-use crate::click::ClickRecord;
+use crate::click::PackedRecord;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
 use crate::store::conversions::{CONVERSION_STREAM, ConversionDeltas};
@@ -554,7 +554,7 @@ impl<'a> Batch<'a> {
         for e in entries {
             let [tok, packed] = &e.fields;
             let parsed = uuid::Uuid::try_parse(tok).ok().and_then(|t| keys::token_minute(&t));
-            let (Some(minute), Some(rec)) = (parsed, ClickRecord::from_packed(packed)) else {
+            let (Some(minute), Some(rec)) = (parsed, PackedRecord::parse(packed)) else {
                 tracing::warn!(stream.id = %e.id, "aggregator: skipping malformed click-stream entry");
                 b.rows.push(Row::default());
                 continue;
@@ -587,8 +587,7 @@ impl<'a> Batch<'a> {
             };
             let p = rec.product.platform;
             let item = rec.product.item_id;
-            let note = note_of(packed);
-            let creator = creator_of(packed);
+            let (note, creator, ip) = (rec.note_id, rec.creator_id, rec.ip_hash);
             let dims = *group_index.entry((note, creator, p, item, ts_minute)).or_insert_with(|| {
                 [Dim::Note(note), Dim::Creator(creator), Dim::Item(p, item), Dim::Platform(p)].map(|d| {
                     let agg = keys::agg(d, &day);
@@ -600,7 +599,6 @@ impl<'a> Batch<'a> {
                     })
                 })
             });
-            let ip = ip_of(packed);
             for i in dims {
                 if let Some(set) = b.visitors.get_mut(i - 1) {
                     set.insert(ip);
@@ -617,7 +615,7 @@ impl<'a> Batch<'a> {
                 token: tok,
                 packed,
                 ts_ms: rec.ts_ms,
-                visitor: keys::visitor(&rec.note_id, p, item, &rec.ip_hash, &rec.ua),
+                visitor: keys::visitor(rec.note_id, p, item, rec.ip_hash, rec.ua),
             });
         }
         if b.dims.is_empty() {
@@ -627,24 +625,6 @@ impl<'a> Batch<'a> {
         }
         b
     }
-}
-
-/// Field `i` (0-based, after the version) of a packed record already validated by
-/// [`ClickRecord::from_packed`], borrowed from it.
-fn packed_field(packed: &str, i: usize) -> &str {
-    packed.split('|').nth(i + 1).unwrap_or("")
-}
-
-fn note_of(packed: &str) -> &str {
-    packed_field(packed, 1)
-}
-
-fn creator_of(packed: &str) -> &str {
-    packed_field(packed, 2)
-}
-
-fn ip_of(packed: &str) -> &str {
-    packed_field(packed, 7)
 }
 
 /// The id of the first entry of an `XRANGE`/`XREVRANGE` reply.

@@ -24,17 +24,12 @@ pub fn repeat_bucket(window_ms: u64, slot: u64) -> String {
 /// the first 8 bytes of SHA-256 over `note|platform|item|ip_hash|ua`, 16 lower-case hex.
 pub fn visitor(note: &str, platform: Platform, item: u64, ip_hash: &str, ua: &str) -> String {
     use sha2::Digest as _;
+    use std::io::Write as _;
     let mut h = sha2::Sha256::new();
-    for part in [note, platform.as_str(), &item.to_string(), ip_hash, ua] {
-        h.update(part.as_bytes());
-        h.update(b"|");
-    }
-    let d = h.finalize();
-    d[..8].iter().fold(String::with_capacity(16), |mut s, b| {
-        use std::fmt::Write as _;
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    // Hashing through `io::Write`: the item id is formatted into the hash, not into a String.
+    // Writing to a hasher cannot fail.
+    let _ = write!(h, "{note}|{}|{item}|{ip_hash}|{ua}|", platform.as_str());
+    hex::encode(&h.finalize()[..8])
 }
 
 /// Aggregator cursor: the id of the last click-stream entry applied to the aggregates.
@@ -120,7 +115,8 @@ mod tests {
         assert_eq!(token_minute(&t), Some(0x019a_d4ad_9a40 / 60_000));
         let v4: uuid::Uuid = "019ad4ad-9a40-4000-8000-000000000000".parse().unwrap();
         assert_eq!(token_minute(&v4), None);
-        assert_eq!(visitor("n", Platform::Jd, 1, "ip", "app").len(), 16);
+        // Pinned: stored repeat markers are keyed by it (SHA-256 of "n|jd|1|ip|app|", 8 bytes).
+        assert_eq!(visitor("n", Platform::Jd, 1, "ip", "app"), "89c891d85010318e");
         assert_ne!(visitor("n", Platform::Jd, 1, "ip", "app"), visitor("n", Platform::Jd, 1, "ip", "mobile"));
         assert_eq!(
             agg(Dim::Note("65682d4500000000380339a5"), "2026-11-30"),
