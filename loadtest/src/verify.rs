@@ -358,7 +358,13 @@ fn compare_streams(clicks: &ClickObs, stream: &StreamTokens, bots_counted: bool,
         format!("recorded as non-billable instead: {}{hint}", r.join(" "))
     };
     out.push(check("  lost (seen, not recorded)", 0, i(lost), lost == 0, detail));
-    out.push(check("  duplicated (in ll:clicks twice)", 0, i(duplicated), duplicated == 0, ""));
+    out.push(check(
+        "  duplicated (twice in ll:clicks)",
+        0,
+        i(duplicated),
+        duplicated == 0,
+        "entries left in the stream; double counts show in the stats lines",
+    ));
     let what = if bots_counted { "  HEAD tokens recorded as clicks" } else { "  bot/HEAD tokens recorded as clicks" };
     out.push(check(what, 0, i(uncounted_billed), uncounted_billed == 0, ""));
     out.push(check(
@@ -735,7 +741,7 @@ mod tests {
         let checks = compare(&exp, &rec, &clicks, &c, Some(&lossy), false);
         assert!(checks.iter().any(|c| c.detail.contains("rate_limited×1") && c.detail.contains("trusted_proxies")));
         let doubled = stream(&[(1, 2, 0), (2, 1, 0), (3, 1, 0), (4, 0, 1), (5, 0, 1)]);
-        assert_eq!(run(&doubled), "  duplicated (in ll:clicks twice)");
+        assert_eq!(run(&doubled), "  duplicated (twice in ll:clicks)");
         let bot_billed = stream(&[(1, 1, 0), (2, 1, 0), (3, 1, 0), (4, 1, 0), (5, 0, 1)]);
         assert_eq!(run(&bot_billed), "  bot/HEAD tokens recorded as clicks | bot/HEAD tokens in ll:nonbillable");
         let phantom = stream(&[(1, 1, 0), (2, 1, 0), (3, 1, 0), (4, 0, 1), (5, 0, 1), (99, 1, 0)]);
