@@ -33,6 +33,8 @@ use crate::store::{Store, StoreOptions};
 pub struct App {
     /// The validated configuration.
     pub config: Config,
+    /// The time zone of daily counters (`config.timezone`, parsed once).
+    pub tz: chrono_tz::Tz,
     /// Tracked-link keyring (verify any kid on it, sign with the active one).
     pub link_keys: Keyring,
     /// Jump-URL keyring.
@@ -126,6 +128,7 @@ impl App {
         let admin_per_s =
             std::num::NonZeroU32::new(config.admin_rate_limit_per_second).unwrap_or(std::num::NonZeroU32::MIN);
         Ok(App {
+            tz: config.tz()?,
             ip_soft_limiter: governor::RateLimiter::keyed(per_minute(config.click_soft_limit_per_minute)),
             ip_hard_limiter: governor::RateLimiter::keyed(per_minute(config.click_hard_limit_per_minute)),
             admin_limiter: governor::RateLimiter::direct(governor::Quota::per_second(admin_per_s)),

@@ -73,8 +73,7 @@ fn field_error(e: &FieldError) -> ApiError {
 /// is not found yet), and turns the outcome into a status and JSON body.
 async fn process(app: &App, merchant: &Merchant, input: ConversionInput) -> Result<(StatusCode, Accepted), ApiError> {
     let conv = input.validate().map_err(|e| field_error(&e))?;
-    let tz = app.config.tz().map_err(|e| ApiError::internal(&e))?;
-    let day = crate::store::aggregator::day_of(conv.occurred_at_ms, tz);
+    let day = crate::store::aggregator::day_of(conv.occurred_at_ms, app.tz);
     let conn = app.store.connection();
     let maxlen = app.config.conversion_stream_maxlen;
     let run = |mut conn: redis::aio::ConnectionManager| {

@@ -50,7 +50,7 @@ pub async fn get_stats(
     })?;
     let dimension = Dimension::parse(&dim, &id).map_err(field_error)?;
     let format = choose_format(q.format.as_deref(), &headers)?;
-    let tz = app.config.tz().map_err(|e| ApiError::internal(&format!("{e:#}")))?;
+    let tz = app.tz;
     let today = crate::stats::today(crate::click::now_ms(), tz);
     let range = DateRange::parse(q.from.as_deref(), q.to.as_deref(), today).map_err(field_error)?;
     let mut conn = app.store.connection();

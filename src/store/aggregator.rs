@@ -654,7 +654,11 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
 pub fn day_of(ts_ms: u64, tz: Tz) -> String {
     let ts = i64::try_from(ts_ms).unwrap_or(i64::MAX);
     match chrono::DateTime::from_timestamp_millis(ts) {
-        Some(t) => t.with_timezone(&tz).format("%Y-%m-%d").to_string(),
+        Some(t) => {
+            use chrono::Datelike as _;
+            let d = t.with_timezone(&tz).date_naive();
+            format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+        }
         None => "1970-01-01".to_owned(),
     }
 }
