@@ -15,6 +15,9 @@
 //!   after a crash (of the gateway or of Redis, whose append-only file holds the
 //!   script's effects together) the next pass re-reads exactly what was not applied.
 //!   No consumer-group bookkeeping per entry: a cursor costs nothing per click.
+//! - **The stream only buffers.** Once a batch is applied, the script trims the stream
+//!   before the batch's last id (less `click_stream_retention_ms`): every entry there is
+//!   applied (the cursor is at or past it), and its clicks live on in their records.
 //! - **Bounded lag, big batches.** After a short batch it waits [`IDLE`] before
 //!   reading again, so under load each script call applies hundreds of clicks;
 //!   lag stays under [`IDLE`] + one pass. [`Aggregator::catch_up`] lets a caller
@@ -49,8 +52,8 @@ pub const BEHIND_FACTOR: usize = 4;
 /// ARGV: 1 cursor key, 2 last stream id of the batch, 3 n (clicks), 4 m (distinct
 /// dimension values), 5 repeat window (ms), 6 nb (click-record buckets), 7 nr (repeat
 /// buckets), 8 nk (kinds), 9 click stream key, 10 trim id (entries before it are trimmed
-/// once the batch is applied, `XTRIM MINID ~`; empty: none); then m agg keys; then the m matching uv keys; then nb pairs
-/// (bucket key, expire-at ms); then nr pairs (repeat key, expire-at ms); then nk kinds
+/// once the batch is applied, `XTRIM MINID ~`; empty: none); then m agg keys; then the m
+/// matching uv keys; then nb pairs (bucket key, expire-at ms); then nr pairs (repeat key, expire-at ms); then nk kinds
 /// of 7 indexes each (record bucket, note, creator, item, platform, repeat bucket of the
 /// click's slot, of the slot before (0: none)): what clicks of one link in one minute
 /// share, sent once; then per click 5 values: kind (0: malformed entry, passed over),
