@@ -18,10 +18,9 @@
 //! - **The stream only buffers.** Once a batch is applied, the script trims the stream
 //!   before the batch's last id (less `click_stream_retention_ms`): every entry there is
 //!   applied (the cursor is at or past it), and its clicks live on in their records.
-//! - **Bounded lag, short calls.** After a short batch it waits [`IDLE`] before
-//!   reading again; while entries wait it reads on without pausing, a batch
-//!   (`aggregator_batch`, whole entries) per script call, so each call holds Redis
-//!   briefly; lag stays under [`IDLE`] + the passes that drain the backlog. [`Aggregator::catch_up`] lets a caller
+//! - **Bounded lag, big batches.** After a short batch it waits [`IDLE`] before
+//!   reading again, so under load each script call applies hundreds of clicks;
+//!   lag stays under [`IDLE`] + one pass. [`Aggregator::catch_up`] lets a caller
 //!   (a conversion for a click seconds old) apply everything appended so far.
 
 use std::sync::Arc;
