@@ -94,18 +94,20 @@ impl App {
             },
         )
         .context("REDIS_URL")?;
-        let agg_conn = crate::store::connect_manager(redis_url, Duration::from_secs(5)).context("REDIS_URL")?;
-        let aggregator = Arc::new(Aggregator::new(
-            agg_conn,
-            AggregatorOptions {
-                batch: config.aggregator_batch,
-                click_ttl_ms: u64::try_from(config.click_ttl().as_millis()).unwrap_or(u64::MAX),
-                repeat_window_ms: config.repeat_click_window_seconds.saturating_mul(1000),
-                tz: config.tz()?,
-                stream_retention_ms: config.click_stream_retention_ms,
-            },
-            metrics.clone(),
-        ));
+        let aggregator = Arc::new(
+            Aggregator::new(
+                redis_url,
+                AggregatorOptions {
+                    batch: config.aggregator_batch,
+                    click_ttl_ms: u64::try_from(config.click_ttl().as_millis()).unwrap_or(u64::MAX),
+                    repeat_window_ms: config.repeat_click_window_seconds.saturating_mul(1000),
+                    tz: config.tz()?,
+                    stream_retention_ms: config.click_stream_retention_ms,
+                },
+                metrics.clone(),
+            )
+            .context("REDIS_URL")?,
+        );
         let merchants =
             Merchants::new(&config.merchants, config.attribution_window_days, config.callback_tolerance_seconds)?;
         let per_s =

@@ -79,11 +79,12 @@ pub struct Config {
     /// node (`XTRIM MINID ~` before the last applied entry, whole nodes at a time).
     /// Raise it to tail the stream from another consumer. Default 0.
     pub click_stream_retention_ms: u64,
-    /// Clicks applied per aggregator script call (whole stream entries; at least one). Default 128 (a call blocks
-    /// Redis for well under a millisecond, so the redirect's tail stays short).
+    /// Clicks applied per aggregator transaction (whole stream entries; at least one). Default 128 (a
+    /// transaction holds Redis for well under a millisecond, so the redirect's tail stays short).
     pub aggregator_batch: usize,
     /// Run the aggregator in this process. With several gateways on one Redis, any
-    /// number may run it (they share the consumer group). Default true.
+    /// number may run it (a batch is applied by whichever applies first; the others read
+    /// again from the moved cursor). Default true.
     pub aggregator_enabled: bool,
     /// Longest time in-flight requests get to finish on SIGTERM/SIGINT, seconds. Default 10.
     pub shutdown_grace_seconds: u64,

@@ -86,6 +86,9 @@ pub struct Metrics {
     pub clicks_aggregated: Counter,
     /// `linkloop_click_aggregation_lag_seconds`: click time to counted, seconds.
     pub aggregation_lag: Histogram,
+    /// `linkloop_aggregator_conflicts_total`: click batches read again because another
+    /// aggregator (another gateway on the same Redis) applied first.
+    pub aggregator_conflicts: Counter,
 }
 
 /// Latency buckets for requests, seconds: 50 µs to 5 s.
@@ -171,6 +174,12 @@ impl Metrics {
             "Click time to counted in aggregates",
             aggregation_lag.clone(),
         );
+        let aggregator_conflicts = Counter::default();
+        registry.register(
+            "aggregator_conflicts",
+            "Click batches read again because another aggregator applied first",
+            aggregator_conflicts.clone(),
+        );
         Self {
             registry,
             requests,
@@ -194,6 +203,7 @@ impl Metrics {
             conversions_unattributed,
             clicks_aggregated,
             aggregation_lag,
+            aggregator_conflicts,
         }
     }
 

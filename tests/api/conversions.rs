@@ -511,8 +511,6 @@ async fn two_aggregators_count_each_conversion_once() {
         assert_eq!(post(&app, &body(&token, &format!("R-{i}"), "paid", 100, ts + 10)).await.0, 201);
     }
     let make = || {
-        let conn =
-            linkloop::store::connect_manager(&app.redis.server.tcp_url(), std::time::Duration::from_secs(1)).unwrap();
         let opts = linkloop::store::aggregator::AggregatorOptions {
             batch: 16,
             click_ttl_ms: 8 * 86_400_000,
@@ -520,7 +518,8 @@ async fn two_aggregators_count_each_conversion_once() {
             tz: chrono_tz::Asia::Shanghai,
             stream_retention_ms: 0,
         };
-        linkloop::store::aggregator::Aggregator::new(conn, opts, app.state.metrics.clone())
+        linkloop::store::aggregator::Aggregator::new(&app.redis.server.tcp_url(), opts, app.state.metrics.clone())
+            .unwrap()
     };
     let (a, b) = (make(), make());
     let (ra, rb) = tokio::join!(a.catch_up(), b.catch_up());

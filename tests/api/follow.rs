@@ -197,6 +197,77 @@ async fn thousand_concurrent_clicks_thousand_tokens_exact_counters() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn racing_aggregators_and_replayed_clicks_count_each_click_once() {
+    // The in-process aggregator is off; three independent ones (as in three gateways on one
+    // Redis) race over one click stream that also holds second copies of clicks (a spooled
+    // click whose first write landed too, replayed).
+    let app = crate::support::spawn_app_with(|c| c.aggregator_enabled = false).await;
+    let link = app.mint(NOTE, CREATOR, TAOBAO).await["link"].as_str().unwrap().to_owned();
+    let (_, jk) = keys();
+    let mut tokens = HashSet::new();
+    for i in 0..300 {
+        let ua = if i % 3 == 0 { DESKTOP } else { IPHONE_WECHAT };
+        let res = app.client.get(&link).header("user-agent", ua).send().await.unwrap();
+        assert_eq!(res.status(), 302);
+        let loc = res.headers()["location"].to_str().unwrap();
+        tokens.insert(linkloop::jump::verify(loc, &jk).unwrap().click_token.to_string());
+    }
+    let mut r = app.redis().await;
+    let clicks = crate::support::stream_entries(&mut r, "ll:clicks").await;
+    assert_eq!(clicks.len(), 300);
+    for c in clicks.iter().step_by(6) {
+        let _: String = redis::cmd("XADD")
+            .arg("ll:clicks")
+            .arg("*")
+            .arg("tok")
+            .arg(&c.tok)
+            .arg("rec")
+            .arg(&c.rec)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+    let opts = linkloop::store::aggregator::AggregatorOptions {
+        batch: 8,
+        click_ttl_ms: 8 * 86_400_000,
+        repeat_window_ms: 1_800_000,
+        tz: chrono_tz::Asia::Shanghai,
+        stream_retention_ms: 0,
+    };
+    let url = app.redis.server.tcp_url();
+    let make = || linkloop::store::aggregator::Aggregator::new(&url, opts.clone(), app.state.metrics.clone()).unwrap();
+    let (a, b, c) = (make(), make(), make());
+    let (ra, rb, rc) = tokio::join!(a.catch_up(), b.catch_up(), c.catch_up());
+    let read = ra.unwrap() + rb.unwrap() + rc.unwrap();
+    a.catch_up().await.unwrap();
+
+    let day = shanghai_day(linkloop::click::now_ms());
+    let agg: std::collections::HashMap<String, u64> = r.hgetall(format!("ll:agg:note:{NOTE}:{day}")).await.unwrap();
+    assert_eq!(agg.get("clicks"), Some(&300), "each click once: {agg:?}");
+    // One IP, two user-agent classes: two visitors, 298 repeats.
+    assert_eq!(agg.get("repeat_clicks"), Some(&298), "{agg:?}");
+    let uv: u64 = r.pfcount(format!("ll:uv:note:{NOTE}:{day}")).await.unwrap();
+    assert_eq!(uv, 1);
+    let records = crate::support::click_records(&mut r).await;
+    let stored: HashSet<String> = records.keys().cloned().collect();
+    assert_eq!(stored, tokens);
+    let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg("ll:clicks")
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let cursor: String = r.get("ll:agg:cursor").await.unwrap();
+    assert_eq!(cursor, last[0].0, "cursor at the last entry");
+    let conflicts = app.metric("linkloop_aggregator_conflicts_total").await;
+    println!("350 entries, {read} read by three racing aggregators, {conflicts} batches read again after a conflict");
+    app.stop().await;
+}
+
 async fn dbsize(app: &crate::support::TestApp) -> (u64, u64) {
     let mut r = app.redis().await;
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
