@@ -10,7 +10,7 @@
 //! | `LINKLOOP_PUBLIC_URL` | `public_url` | `http://{listen}` |
 //! | `LINKLOOP_DATA_DIR` | `data_dir` | `./data` |
 //! | `LINKLOOP_ADMIN_TOKEN` | `admin_token` | generated, in `{data_dir}/dev-keys.toml` |
-//! | `REDIS_URL` | `redis_url` | unset: `serve` supervises its own `redis-server` |
+//! | `LINKLOOP_REDIS_URL` or `REDIS_URL` | `redis_url` | unset: `serve` supervises its own `redis-server` |
 //! | `LINKLOOP_WORKER_THREADS` | `worker_threads` | `0`: one per CPU |
 //!
 //! Keys: when `[keys]` gives no link keys, jump keys or visitor secret, dev keys
@@ -34,13 +34,15 @@ use crate::click::VisitorHasher;
 use crate::signing::{Keyring, MIN_SECRET_BYTES};
 
 /// Environment variables that override config fields: `(variable, field)`.
-pub const ENV_OVERRIDES: [(&str, &str); 6] = [
+pub const ENV_OVERRIDES: [(&str, &str); 7] = [
     ("LINKLOOP_WORKER_THREADS", "worker_threads"),
     ("LINKLOOP_LISTEN", "listen"),
     ("LINKLOOP_PUBLIC_URL", "public_url"),
     ("LINKLOOP_DATA_DIR", "data_dir"),
     ("LINKLOOP_ADMIN_TOKEN", "admin_token"),
     ("REDIS_URL", "redis_url"),
+    // Applied after `REDIS_URL`, so it wins when both are set.
+    ("LINKLOOP_REDIS_URL", "redis_url"),
 ];
 
 /// The gateway's configuration. Each field's doc gives its default.
@@ -70,8 +72,10 @@ pub struct Config {
     pub click_grace_days: u32,
     /// Longest wait for Redis to acknowledge a click before redirecting anyway, ms. Default 200.
     pub click_write_timeout_ms: u64,
-    /// Approximate cap of the click stream, clicks (an entry of `n` clicks trims the stream
-    /// to `click_stream_maxlen / n` entries, `XADD MAXLEN ~`). Default 2,000,000.
+    /// Approximate cap of the non-billable stream `ll:nonbillable`, requests (an entry of `n`
+    /// requests trims it to `click_stream_maxlen / n` entries, `XADD MAXLEN ~`). The billable
+    /// click stream `ll:clicks` has no cap: a cap trims the oldest entries whether or not they
+    /// were counted, so only the aggregator trims it, behind its cursor. Default 2,000,000.
     pub click_stream_maxlen: u64,
     /// How long the click stream keeps entries the aggregator has applied, ms (their
     /// clicks live on in the click records). 0: trimmed as soon as applied, so the stream
@@ -446,6 +450,10 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.redis_url.as_deref(), Some("redis://10.0.0.1:6379/"));
         assert_eq!(c.public_url(), "https://go.example.com");
+        // The LINKLOOP_ spelling works too, and wins over REDIS_URL.
+        let mut env = env;
+        env.insert("LINKLOOP_REDIS_URL".into(), "redis://10.0.0.2:6379/".into());
+        assert_eq!(Config::load(None, &env).unwrap().redis_url.as_deref(), Some("redis://10.0.0.2:6379/"));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 
 use crate::platform::Platform;
 
-/// Click stream: one entry per click, appended on the hot path (XADD, approximate MAXLEN).
+/// Click stream: one entry per group commit of clicks, appended on the hot path (`XADD`, no
+/// cap: only the aggregator trims it, behind its cursor).
 pub const CLICK_STREAM: &str = "ll:clicks";
 /// Non-billable requests (bots, link-preview fetchers, `HEAD`, rate-limited clients):
 /// entries `tok`, `rec`, `reason`; never counted as clicks.

@@ -29,7 +29,8 @@ pub mod supervisor;
 pub struct StoreOptions {
     /// Longest wait for Redis to acknowledge a click before the redirect goes on without it, ms.
     pub click_write_timeout: Duration,
-    /// Approximate cap on the click stream, clicks (see [`xadd_clicks`]).
+    /// Approximate cap on the non-billable stream, requests (see [`xadd_clicks`]). The
+    /// billable click stream is never capped: only the aggregator trims it, behind its cursor.
     pub click_stream_maxlen: u64,
 }
 
@@ -98,15 +99,16 @@ impl Store {
         Ok(Store { conn, opts, writer })
     }
 
-    /// Appends spooled clicks to the click stream in one pipeline (used by the spool replayer).
+    /// Appends spooled clicks to the click stream in one pipeline (used by the spool replayer),
+    /// in order, [`MAX_CLICKS_PER_ENTRY`] clicks per entry like a group commit.
     ///
     /// Errors: Redis errors; then none or some of the clicks may be in the stream
     /// (the aggregator counts a token once, so replaying them again is safe).
     pub async fn replay_clicks(&self, clicks: &[(String, String)]) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
-        for (token, record) in clicks {
-            let click = [(token.as_str(), record.as_str(), None)];
-            pipe.add_command(xadd_clicks(keys::CLICK_STREAM, &click, self.opts.click_stream_maxlen)).ignore();
+        let clicks: Vec<_> = clicks.iter().map(|(t, r)| (t.as_str(), r.as_str(), None)).collect();
+        for entry in clicks.chunks(MAX_CLICKS_PER_ENTRY) {
+            pipe.add_command(xadd_clicks(keys::CLICK_STREAM, entry, None)).ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await
@@ -120,7 +122,7 @@ impl Store {
     /// Appends a click to the click stream and waits (bounded) for Redis's acknowledgement.
     ///
     /// Group-committed with concurrent clicks into one entry
-    /// `XADD ll:clicks MAXLEN ~ N * tok {token} rec {record} [tok … rec …]…`
+    /// `XADD ll:clicks * tok {token} rec {record} [tok … rec …]…`
     /// (record: [`crate::click::ClickRecord::to_packed`]).
     /// Errors: [`UnrecordedReason`] when Redis fails or is slower than the bounded wait.
     pub async fn write_click(&self, token: String, record: String) -> Result<(), UnrecordedReason> {
@@ -189,8 +191,10 @@ async fn group_commit(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<P
                 .filter(|p| p.stream == stream)
                 .map(|p| (p.token.as_str(), p.record.as_str(), p.reason))
                 .collect();
+            // Billable clicks are never capped away: only the aggregator trims them, once applied.
+            let cap = (stream == keys::NONBILLABLE_STREAM).then_some(maxlen);
             for entry in clicks.chunks(MAX_CLICKS_PER_ENTRY) {
-                pipe.add_command(xadd_clicks(stream, entry, maxlen)).ignore();
+                pipe.add_command(xadd_clicks(stream, entry, cap)).ignore();
             }
         }
         let mut conn = conn.clone();
@@ -205,16 +209,21 @@ async fn group_commit(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<P
 }
 
 /// Builds the `XADD` of one stream entry holding `clicks` in order (public for benches
-/// and docs): `XADD {stream} MAXLEN ~ {maxlen / n} * tok {token} rec {record} [reason {reason}]`
+/// and docs): `XADD {stream} [MAXLEN ~ {maxlen / n}] * tok {token} rec {record} [reason {reason}]`
 /// with the `tok`/`rec`[/`reason`] group repeated per click. Redis keeps an entry's
 /// fields in the order given, repeated names included (see `docs/redis-schema.md`).
-/// `maxlen` is the cap in clicks: the entry trims the stream to `maxlen / clicks.len()`
-/// entries (at least 1), so a stream of entries like this one holds about `maxlen` clicks.
-pub fn xadd_clicks(stream: &str, clicks: &[(&str, &str, Option<&str>)], maxlen: u64) -> redis::Cmd {
+/// `maxlen`, when given, is a cap in clicks: the entry trims the stream to
+/// `maxlen / clicks.len()` entries (at least 1), so a stream of entries like this one holds
+/// about `maxlen` clicks. Only for a stream nobody counts (`ll:nonbillable`): a cap
+/// trims whatever is oldest, read or not.
+pub fn xadd_clicks(stream: &str, clicks: &[(&str, &str, Option<&str>)], maxlen: Option<u64>) -> redis::Cmd {
     let [f_tok, f_rec] = keys::CLICK_FIELDS;
-    let entries = (maxlen / clicks.len().max(1) as u64).max(1);
     let mut cmd = redis::cmd("XADD");
-    cmd.arg(stream).arg("MAXLEN").arg("~").arg(entries).arg("*");
+    cmd.arg(stream);
+    if let Some(maxlen) = maxlen {
+        cmd.arg("MAXLEN").arg("~").arg((maxlen / clicks.len().max(1) as u64).max(1));
+    }
+    cmd.arg("*");
     for (token, record, reason) in clicks {
         cmd.arg(f_tok).arg(*token).arg(f_rec).arg(*record);
         if let Some(r) = reason {
@@ -239,11 +248,11 @@ mod tests {
 
     #[test]
     fn one_entry_per_group_and_the_cap_counts_clicks() {
-        let one = xadd_clicks("ll:clicks", &[("t1", "r1", None)], 2_000_000);
-        assert_eq!(args(&one), ["XADD", "ll:clicks", "MAXLEN", "~", "2000000", "*", "tok", "t1", "rec", "r1"]);
+        let one = xadd_clicks("ll:clicks", &[("t1", "r1", None)], None);
+        assert_eq!(args(&one), ["XADD", "ll:clicks", "*", "tok", "t1", "rec", "r1"]);
         let group = [("t1", "r1", Some("crawler")), ("t2", "r2", Some("head"))];
         assert_eq!(
-            args(&xadd_clicks("ll:nonbillable", &group, 2_000_000)),
+            args(&xadd_clicks("ll:nonbillable", &group, Some(2_000_000))),
             [
                 "XADD",
                 "ll:nonbillable",
@@ -266,6 +275,6 @@ mod tests {
             ]
         );
         let many: Vec<_> = (0..128).map(|_| ("t", "r", None)).collect();
-        assert_eq!(args(&xadd_clicks("s", &many, 100))[4], "1", "at least one entry is kept");
+        assert_eq!(args(&xadd_clicks("s", &many, Some(100)))[4], "1", "at least one entry is kept");
     }
 }

@@ -27,7 +27,9 @@ pub async fn run(store: Store, spool: Spool, redis_up: Arc<AtomicBool>, mut shut
             && spool.pending() > 0
             && let Err(e) = replay_once(&store, &spool).await
         {
-            tracing::warn!(error = %e, "spool replay interrupted; will retry");
+            // A pipeline error lists every failed command: log its start only.
+            let error: String = e.to_string().chars().take(300).collect();
+            tracing::warn!(%error, "spool replay interrupted; will retry");
         }
         if *shutdown.borrow() {
             return;

@@ -176,24 +176,19 @@ async fn sign_callback_prints_a_curl_that_the_gateway_accepts() {
     assert!(err.contains("no --secret"), "{err}");
     // Run the printed command with a real shell and curl.
     let stdout = run_printed_curl(&out).await;
-    assert!(stdout.trim_end().ends_with("201"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("HTTP 201"), "{stdout}");
     assert!(stdout.contains("\"order_id\":\"CLI-1\""), "{stdout}");
     // The command signed with the config's secret is accepted too (the same order again: 200).
     let stdout = run_printed_curl(&from_config).await;
-    assert!(stdout.trim_end().ends_with("200") && stdout.contains("\"duplicate\":true"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("HTTP 200") && stdout.contains("\"duplicate\":true"), "{stdout}");
     app.stop().await;
 }
 
 /// Runs the curl command `sign-callback` printed (comment lines dropped) with a real shell;
-/// its output with the HTTP status on the last line (stderr appended when it says anything).
+/// its output, which ends with the HTTP status (`HTTP 201`; stderr first when it says anything).
 async fn run_printed_curl(printed: &str) -> String {
     let script: String = printed.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
-    let curl = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{script} -w '\\n%{{http_code}}'"))
-        .output()
-        .await
-        .unwrap();
+    let curl = tokio::process::Command::new("sh").arg("-c").arg(&script).output().await.unwrap();
     format!("{}{}", String::from_utf8_lossy(&curl.stderr), String::from_utf8_lossy(&curl.stdout))
 }
 

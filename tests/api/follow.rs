@@ -268,6 +268,33 @@ async fn racing_aggregators_and_replayed_clicks_count_each_click_once() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn the_click_stream_cap_never_drops_uncounted_clicks() {
+    // A tiny cap and no aggregator: 300 one-click entries wait. The cap binds only on the
+    // non-billable stream; every billable click is still there to be counted.
+    let app = crate::support::spawn_app_with(|c| {
+        c.aggregator_enabled = false;
+        c.click_stream_maxlen = 10;
+    })
+    .await;
+    let link = app.mint(NOTE, CREATOR, TAOBAO).await["link"].as_str().unwrap().to_owned();
+    for ua in [IPHONE_WECHAT, "curl/8.5.0"] {
+        for _ in 0..300 {
+            let res = app.client.get(&link).header("user-agent", ua).send().await.unwrap();
+            assert_eq!(res.status(), 302);
+        }
+    }
+    let mut r = app.redis().await;
+    assert_eq!(crate::support::stream_entries(&mut r, "ll:clicks").await.len(), 300);
+    let bots = crate::support::stream_entries(&mut r, "ll:nonbillable").await.len();
+    assert!(bots < 300, "the non-billable stream is capped: {bots} left");
+    app.state.aggregator.catch_up().await.unwrap();
+    let day = shanghai_day(linkloop::click::now_ms());
+    let clicks: u64 = r.hget(format!("ll:agg:note:{NOTE}:{day}"), "clicks").await.unwrap();
+    assert_eq!(clicks, 300);
+    app.stop().await;
+}
+
 async fn dbsize(app: &crate::support::TestApp) -> (u64, u64) {
     let mut r = app.redis().await;
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();

@@ -401,7 +401,7 @@ fn sign_callback(
     let t = linkloop::click::now_ms() / 1000;
     let sig = linkloop::conversion::auth::sign_body(secret.as_bytes(), kid, t, &bytes);
     println!("# valid for {tolerance_s} s around t={t}; sends the file byte for byte");
-    println!("curl -sS -X POST {} \\", shell_quote(url));
+    println!("curl -sS -w '\\nHTTP %{{http_code}}\\n' -X POST {} \\", shell_quote(url));
     println!("  -H 'Content-Type: application/json' \\");
     println!("  -H {} \\", shell_quote(&format!("Linkloop-Merchant: {merchant}")));
     println!("  -H {} \\", shell_quote(&format!("Linkloop-Signature: {sig}")));
