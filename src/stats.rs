@@ -248,7 +248,8 @@ pub struct DayStats {
     /// repeat window (`clicks - repeat_clicks` are unique clicks). Omitted when 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub repeat_clicks: u64,
-    /// Unique visitors (HyperLogLog estimate, ~0.81% standard error).
+    /// Unique visitors (HyperLogLog estimate, ~0.81% standard error; never reported above
+    /// `clicks`, which a visitor needs at least one of).
     pub uv: u64,
     /// Paid orders attributed to the clicks.
     pub conversions: u64,
@@ -304,7 +305,7 @@ impl DayStats {
             date: date.into(),
             clicks,
             repeat_clicks,
-            uv,
+            uv: uv.min(clicks),
             conversions,
             refunds,
             gmv_fen,
@@ -332,7 +333,8 @@ pub struct Totals {
     #[serde(skip_serializing_if = "is_zero")]
     pub repeat_clicks: u64,
     /// Unique visitors over the whole range: the HyperLogLog union of the days
-    /// (a visitor seen on several days counts once), not the sum of the days.
+    /// (a visitor seen on several days counts once), not the sum of the days; never above
+    /// `clicks`.
     pub uv: u64,
     /// Paid orders over the range.
     pub conversions: u64,
@@ -363,6 +365,7 @@ impl Totals {
                 *net = net.saturating_add(*v);
             }
         }
+        let uv = uv.min(clicks);
         Totals { clicks, repeat_clicks, uv, conversions, refunds, gmv_fen, gmv, cvr: cvr(conversions, clicks) }
     }
 }
@@ -616,6 +619,10 @@ mod tests {
         assert_eq!((d.clicks, d.uv, d.conversions, d.refunds, d.gmv_fen), (10, 7, 3, 1, 20000));
         assert_eq!(d.gmv, BTreeMap::from([("CNY".into(), 20000), ("HKD".into(), -700), ("USD".into(), 1500)]));
         assert_eq!(d.cvr, 0.3);
+        // A HyperLogLog estimate above the clicks (70,438 visitors for 70,000 clicks) is capped.
+        let est = DayStats::from_fields("d", [("clicks", "70000")], 70_438);
+        assert_eq!(est.uv, 70_000);
+        assert_eq!(Totals::of(&[est], 70_500).uv, 70_000);
         let empty = DayStats::from_fields("2026-03-02", [], 0);
         assert_eq!((empty.clicks, empty.gmv_fen, empty.cvr, empty.gmv.len()), (0, 0, 0.0, 0));
         let odd = DayStats::from_fields("d", [("clicks", "-4"), ("conversions", "x"), ("paid:CNY", "1.5")], 0);
