@@ -127,7 +127,7 @@ struct Entry {
 }
 
 impl Aggregator {
-    /// Builds an aggregator for the Redis at `url` (`redis://…`, `rediss://…`,
+    /// Builds an aggregator for the Redis at `url` (`redis://…`,
     /// `redis+unix:///path`) on connections of its own: its blocking reads must not
     /// stall the hot path's pipelined connection, and its transactions need a
     /// connection nobody else writes to. Connects lazily.
@@ -173,7 +173,8 @@ impl Aggregator {
 
     /// Applies everything appended to the click stream and the conversion stream
     /// up to the moment of the call (not what keeps arriving meanwhile, so it ends
-    /// promptly under load). Returns how many click-stream entries it read.
+    /// promptly under load). Returns how many clicks it read (re-reads after another
+    /// aggregator applied first included).
     ///
     /// Errors: Redis errors.
     pub async fn catch_up(&self) -> redis::RedisResult<u64> {
@@ -337,9 +338,11 @@ impl Aggregator {
         }
         let read = entries.len() as u64;
         let Some(new) = self.apply_batch(tx, &entries).await? else {
-            // Another aggregator moved the cursor meanwhile: nothing was written; read again.
+            // Another aggregator moved the cursor meanwhile: nothing was written. The loop
+            // reads again after its idle pause (`more` = false), leaving the field to the one
+            // that is ahead instead of redoing every lookup at once; `catch_up` goes on at once.
             self.metrics.aggregator_conflicts.inc();
-            return Ok((read, true));
+            return Ok((read, false));
         };
         self.behind.store(more, Ordering::Relaxed);
         let per_entry = (entries.len() / read_entries).max(1);
@@ -372,42 +375,60 @@ impl Aggregator {
         }
         let plan = batch.decide(&lookups, &found, self.opts.repeat_window_ms.max(1));
         let mut t = redis::pipe();
-        t.atomic();
+        // Every reply comes back, errors included: Redis does not roll a transaction back.
+        t.atomic().ignore_errors();
         for (b, put) in plan.records.iter().enumerate() {
             if let (false, Some((key, at))) = (put.is_empty(), batch.buckets.get(b)) {
-                t.cmd("HSET").arg(key).arg(put).ignore();
-                t.cmd("PEXPIREAT").arg(key).arg(*at).ignore();
+                t.cmd("HSET").arg(key).arg(put);
+                t.cmd("PEXPIREAT").arg(key).arg(*at);
             }
         }
         for (r, put) in plan.repeats.iter().enumerate() {
             if let (false, Some((key, at))) = (put.is_empty(), batch.repeats.get(r)) {
-                t.cmd("HSET").arg(key).arg(put).ignore();
-                t.cmd("PEXPIREAT").arg(key).arg(*at).ignore();
+                t.cmd("HSET").arg(key).arg(put);
+                t.cmd("PEXPIREAT").arg(key).arg(*at);
             }
         }
         for ((agg, _), (clicks, repeats)) in batch.dims.iter().zip(&plan.counts) {
             if *clicks > 0 {
-                t.cmd("HINCRBY").arg(agg).arg("clicks").arg(*clicks).ignore();
+                t.cmd("HINCRBY").arg(agg).arg("clicks").arg(*clicks);
             }
             if *repeats > 0 {
-                t.cmd("HINCRBY").arg(agg).arg("repeat_clicks").arg(*repeats).ignore();
+                t.cmd("HINCRBY").arg(agg).arg("repeat_clicks").arg(*repeats);
             }
         }
         for ((_, uv), visitors) in batch.dims.iter().zip(&batch.visitors) {
             if !visitors.is_empty() {
-                t.cmd("PFADD").arg(uv).arg(visitors).ignore();
+                t.cmd("PFADD").arg(uv).arg(visitors);
             }
         }
-        t.cmd("SET").arg(keys::AGGREGATOR_CURSOR).arg(last_id).ignore();
+        t.cmd("SET").arg(keys::AGGREGATOR_CURSOR).arg(last_id);
         // Applied entries are in the records now: the stream keeps only what waits (and
         // the configured retention), whole nodes at a time.
         let trim = trim_id(last_id, self.opts.stream_retention_ms);
         if !trim.is_empty() {
-            t.cmd("XTRIM").arg(keys::CLICK_STREAM).arg("MINID").arg("~").arg(trim).ignore();
+            t.cmd("XTRIM").arg(keys::CLICK_STREAM).arg("MINID").arg("~").arg(trim);
         }
         // `EXEC` answers nil when the watched cursor changed: then nothing was applied.
-        let done: Option<()> = t.query_async(tx).await?;
-        Ok(done.map(|()| plan.new))
+        let Some(replies): Option<Vec<Value>> = t.query_async(tx).await? else { return Ok(None) };
+        // Otherwise the whole transaction ran, the cursor move included: a command that failed
+        // (say a key of the wrong type) lost only its own effect, and the batch is not re-read.
+        let failed: Vec<String> = replies
+            .iter()
+            .filter_map(|v| match v {
+                Value::ServerError(e) => Some(e.to_string()),
+                _ => None,
+            })
+            .collect();
+        if let Some(first) = failed.first() {
+            tracing::error!(
+                failed = failed.len(),
+                error = %first.chars().take(300).collect::<String>(),
+                stream.id = %last_id,
+                "aggregator: batch applied, but some of its commands failed"
+            );
+        }
+        Ok(Some(plan.new))
     }
 }
 

@@ -73,7 +73,8 @@ impl std::fmt::Debug for Store {
 }
 
 /// Opens a lazily connecting, self-healing multiplexed connection to `url`
-/// (`redis://host:port/db`, `rediss://…` or `redis+unix:///path`).
+/// (`redis://[:password@]host:port/db` or `redis+unix:///path`; TLS is not built in: put a
+/// TLS tunnel or a local Redis in front of a remote one).
 ///
 /// Errors: an invalid URL. An unreachable server is *not* an error here: calls
 /// fail (bounded by `response_timeout`) until it is back.

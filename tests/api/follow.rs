@@ -295,6 +295,36 @@ async fn the_click_stream_cap_never_drops_uncounted_clicks() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_key_of_the_wrong_type_costs_only_its_own_update() {
+    // Redis does not roll a transaction back: a command that fails inside it (here `PFADD` on
+    // a key someone overwrote with a string) loses its own effect; the batch is applied, its
+    // cursor moved, and it is not re-read forever.
+    let app = crate::support::spawn_app_with(|c| c.aggregator_enabled = false).await;
+    let link = app.mint(NOTE, CREATOR, TAOBAO).await["link"].as_str().unwrap().to_owned();
+    let mut r = app.redis().await;
+    let day = shanghai_day(linkloop::click::now_ms());
+    let uv_key = format!("ll:uv:note:{NOTE}:{day}");
+    let _: () = r.set(&uv_key, "not a hyperloglog").await.unwrap();
+    for _ in 0..3 {
+        let res = app.client.get(&link).header("user-agent", IPHONE_WECHAT).send().await.unwrap();
+        assert_eq!(res.status(), 302);
+    }
+    let entries = crate::support::stream_entries(&mut r, "ll:clicks").await;
+    assert_eq!(app.state.aggregator.catch_up().await.unwrap(), 3);
+    let clicks: u64 = r.hget(format!("ll:agg:note:{NOTE}:{day}"), "clicks").await.unwrap();
+    assert_eq!(clicks, 3);
+    let creator_uv: u64 = r.pfcount(format!("ll:uv:creator:{CREATOR}:{day}")).await.unwrap();
+    assert_eq!(creator_uv, 1, "the other keys of the batch were written");
+    let left: String = r.get(&uv_key).await.unwrap();
+    assert_eq!(left, "not a hyperloglog");
+    let cursor: String = r.get("ll:agg:cursor").await.unwrap();
+    assert_eq!(cursor, entries.last().unwrap().id, "the cursor moved past the batch");
+    assert_eq!(app.state.aggregator.catch_up().await.unwrap(), 0, "nothing is re-read");
+    assert_eq!(app.metric("linkloop_clicks_aggregated_total").await, 3.0);
+    app.stop().await;
+}
+
 async fn dbsize(app: &crate::support::TestApp) -> (u64, u64) {
     let mut r = app.redis().await;
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
