@@ -209,7 +209,7 @@ fn serve(mut config: Config, listen: Option<SocketAddr>) -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let app = match linkloop::app::Application::build(config).await {
             Ok(a) => a,
             Err(e) => {
@@ -226,7 +226,11 @@ fn serve(mut config: Config, listen: Option<SocketAddr>) -> ExitCode {
                 ExitCode::from(70)
             }
         }
-    })
+    });
+    // Everything that matters is flushed and stopped by now ("stopped" is logged): do not
+    // wait on idle connection tasks and blocking-pool threads.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }
 
 fn mint(config: &Config, req: &linkloop::link::MintRequest<'_>, json: bool, count: u32, vary: Vary) -> ExitCode {
