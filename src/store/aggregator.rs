@@ -55,7 +55,7 @@ pub const IDLE: Duration = Duration::from_millis(50);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// While behind (entries were left waiting by the last pass), a batch holds up to this many
 /// times `aggregator_batch` clicks: fewer round trips per click when the redirect saturates
-/// the core, the configured size (shorter script calls, a shorter redirect tail) otherwise.
+/// the core, the configured size (shorter transactions, a shorter redirect tail) otherwise.
 pub const BEHIND_FACTOR: usize = 4;
 
 /// Adds a batch of conversion counter deltas atomically; returns how many counters,
@@ -79,7 +79,7 @@ return n
 /// Settings for the aggregator.
 #[derive(Debug, Clone)]
 pub struct AggregatorOptions {
-    /// Entries applied per script call.
+    /// Clicks applied per transaction (whole stream entries; conversion-stream entries per script call).
     pub batch: usize,
     /// Click record lifetime after the click (attribution window + grace), ms.
     pub click_ttl_ms: u64,
