@@ -86,6 +86,11 @@ pub struct Metrics {
     pub clicks_aggregated: Counter,
     /// `linkloop_click_aggregation_lag_seconds`: click time to counted, seconds.
     pub aggregation_lag: Histogram,
+    /// `linkloop_click_stream_entries`: entries in the click stream `ll:clicks` at the
+    /// aggregator's last pass (`XLEN`): clicks waiting to be counted plus the applied ones
+    /// kept (`click_stream_retention_ms`, the last stream node). The stream has no cap, so a
+    /// steady rise means no aggregator is keeping up.
+    pub click_stream_entries: Gauge,
     /// `linkloop_aggregator_conflicts_total`: click batches read again because another
     /// aggregator (another gateway on the same Redis) applied first.
     pub aggregator_conflicts: Counter,
@@ -174,6 +179,12 @@ impl Metrics {
             "Click time to counted in aggregates",
             aggregation_lag.clone(),
         );
+        let click_stream_entries = Gauge::default();
+        registry.register(
+            "click_stream_entries",
+            "Entries in the click stream at the aggregator's last pass",
+            click_stream_entries.clone(),
+        );
         let aggregator_conflicts = Counter::default();
         registry.register(
             "aggregator_conflicts",
@@ -203,6 +214,7 @@ impl Metrics {
             conversions_unattributed,
             clicks_aggregated,
             aggregation_lag,
+            click_stream_entries,
             aggregator_conflicts,
         }
     }

@@ -295,14 +295,17 @@ impl Aggregator {
     /// One optimistic pass on the transaction connection `tx`: `WATCH` the cursor, read
     /// the batch after it, look up what it needs, apply it in one `MULTI`/`EXEC`.
     async fn read_and_apply(&self, tx: &mut MultiplexedConnection) -> redis::RedisResult<(u64, bool)> {
-        let (cursor,): (Option<String>,) = redis::pipe()
+        let (cursor, stream_len): (Option<String>, i64) = redis::pipe()
             .cmd("WATCH")
             .arg(keys::AGGREGATOR_CURSOR)
             .ignore()
             .cmd("GET")
             .arg(keys::AGGREGATOR_CURSOR)
+            .cmd("XLEN")
+            .arg(keys::CLICK_STREAM)
             .query_async(tx)
             .await?;
+        self.metrics.click_stream_entries.set(stream_len);
         // Entries hold a group commit each: read about `batch` clicks' worth.
         // Behind (the last pass left entries waiting): bigger batches, fewer round trips.
         let batch = if self.behind.load(Ordering::Relaxed) { self.opts.batch * BEHIND_FACTOR } else { self.opts.batch };

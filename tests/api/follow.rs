@@ -292,6 +292,10 @@ async fn the_click_stream_cap_never_drops_uncounted_clicks() {
     let day = shanghai_day(linkloop::click::now_ms());
     let clicks: u64 = r.hget(format!("ll:agg:note:{NOTE}:{day}"), "clicks").await.unwrap();
     assert_eq!(clicks, 300);
+    // The gauge holds the stream's length at the last pass, before that pass trimmed it.
+    let gauge = app.metric("linkloop_click_stream_entries").await;
+    let now: u64 = r.xlen("ll:clicks").await.unwrap();
+    assert!(gauge > 0.0 && gauge >= now as f64 && gauge <= 300.0, "gauge {gauge}, XLEN now {now}");
     app.stop().await;
 }
 
