@@ -23,7 +23,7 @@ use crate::app::{App, AppState};
 use crate::conversion::auth::{AuthError, MERCHANT_HEADER, Merchant, SIGNATURE_HEADER};
 use crate::conversion::{ConversionInput, FieldError};
 use crate::metrics::ReasonLabels;
-use crate::store::conversions::{self, Outcome};
+use crate::store::conversions::{self, Outcome, Receipt};
 
 /// Most conversions in one batch request.
 pub const MAX_BATCH: usize = 500;
@@ -92,8 +92,8 @@ async fn process(app: &App, merchant: &Merchant, input: ConversionInput) -> Resu
         app.metrics.conversions_unattributed.get_or_create(&ReasonLabels { reason }).inc();
     };
     let (status, code, body) = match outcome {
-        Outcome::Attributed(res) => (StatusCode::CREATED, "attributed", Accepted { res, duplicate: false }),
-        Outcome::Duplicate(res) => (StatusCode::OK, "duplicate", Accepted { res, duplicate: true }),
+        Outcome::Attributed(receipt) => (StatusCode::CREATED, "attributed", Accepted { receipt, duplicate: false }),
+        Outcome::Duplicate(receipt) => (StatusCode::OK, "duplicate", Accepted { receipt, duplicate: true }),
         other => {
             let e = match other {
                 Outcome::Conflict => ApiError::new(
@@ -152,20 +152,25 @@ async fn process(app: &App, merchant: &Merchant, input: ConversionInput) -> Resu
     Ok((status, body))
 }
 
-/// An accepted report: the store's result JSON (an object, written by the conversion
-/// script) and whether this delivery was a duplicate.
+/// An accepted report: the store's result and whether this delivery was a duplicate.
 struct Accepted {
-    res: String,
+    receipt: Receipt,
     duplicate: bool,
 }
 
 impl Accepted {
-    /// The response body as text: the result object with `"duplicate"` appended, spliced in
-    /// without parsing it (a parse and re-serialisation cost ≈ 7% of a callback's gateway CPU).
-    /// A result that is not an object (never written by the script) gives `{"duplicate":…}`.
+    /// The response body as text. A result stored as JSON by an earlier version gets
+    /// `"duplicate"` spliced in without parsing it; one that is not an object (never
+    /// written) gives `{"duplicate":…}`.
     fn into_body(self) -> String {
         let flag = if self.duplicate { "true" } else { "false" };
-        let res = self.res.trim();
+        let res = match self.receipt {
+            Receipt::Current(r) => {
+                return serde_json::to_string(&r).unwrap_or_else(|_| format!("{{\"duplicate\":{flag}}}"));
+            }
+            Receipt::Stored(res) => res,
+        };
+        let res = res.trim();
         match res.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
             Some(inner) if inner.trim().is_empty() => format!("{{\"duplicate\":{flag}}}"),
             Some(inner) => format!("{{{inner},\"duplicate\":{flag}}}"),
@@ -176,7 +181,10 @@ impl Accepted {
     /// The response body as a JSON value (batch results add fields to it).
     fn into_value(self) -> Value {
         let duplicate = self.duplicate;
-        let mut v: Value = serde_json::from_str(&self.res).unwrap_or_else(|_| json!({}));
+        let mut v: Value = match self.receipt {
+            Receipt::Current(r) => serde_json::to_value(*r).unwrap_or_else(|_| json!({})),
+            Receipt::Stored(res) => serde_json::from_str(&res).unwrap_or_else(|_| json!({})),
+        };
         if let Some(o) = v.as_object_mut() {
             o.insert("duplicate".into(), Value::Bool(duplicate));
         }
@@ -324,21 +332,49 @@ mod tests {
     #[test]
     fn spliced_body_equals_the_parsed_one() {
         let res = r#"{"click_token":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","amount":12900,"gmv_delta":-100,"sub_order_id":""}"#;
+        let stored = |duplicate| Accepted { receipt: Receipt::Stored(res.to_owned()), duplicate };
         for duplicate in [false, true] {
-            let text = Accepted { res: res.to_owned(), duplicate }.into_body();
+            let text = stored(duplicate).into_body();
             let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
-            assert_eq!(parsed, Accepted { res: res.to_owned(), duplicate }.into_value());
+            assert_eq!(parsed, stored(duplicate).into_value());
             assert_eq!(parsed["duplicate"], duplicate);
             assert_eq!(parsed["amount"], 12900);
         }
         // Not an object (never written by the script): only the flag.
         for res in ["", "[]", "{}", " { } "] {
-            let text = Accepted { res: res.to_owned(), duplicate: true }.into_body();
+            let text = Accepted { receipt: Receipt::Stored(res.to_owned()), duplicate: true }.into_body();
             assert_eq!(
                 serde_json::from_str::<Value>(&text).expect("valid JSON"),
                 json!({"duplicate": true}),
                 "{res:?}"
             );
+        }
+    }
+
+    #[test]
+    fn current_results_render_every_documented_field() {
+        let input: crate::conversion::ConversionInput = serde_json::from_str(
+            r#"{"click_token":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","order_id":"O-1","sub_order_id":"L-2",
+                "status":"refunded","amount":3000,"occurred_at":"2026-11-30T12:00:00+08:00"}"#,
+        )
+        .expect("valid input");
+        let c = input.validate().expect("valid conversion");
+        let stored = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b|65682d4500000000380339a5|creator_01|taobao|567873872517|CNY|paid|12900|3000|0|3000";
+        let r = conversions::ConversionResult::from_stored(stored, &c, "tmall-shop", true).expect("well-formed");
+        let body = Accepted { receipt: Receipt::Current(Box::new(r)), duplicate: true }.into_body();
+        let v: Value = serde_json::from_str(&body).expect("valid JSON");
+        assert_eq!(
+            v,
+            json!({
+                "click_token": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "merchant_id": "tmall-shop",
+                "order_id": "O-1", "sub_order_id": "L-2", "status": "refunded", "amount": 3000,
+                "currency": "CNY", "note_id": "65682d4500000000380339a5", "creator_id": "creator_01",
+                "platform": "taobao", "item_id": "567873872517", "order_state": "paid",
+                "paid_total": 12900, "refunded_total": 3000, "gmv_delta": -3000, "duplicate": true
+            })
+        );
+        for bad in ["", "a|b", "t|n|c|p|i|CNY|paid|x|0|0|0", "t|n|c|p|i|CNY|paid|1|0|0|0|extra"] {
+            assert_eq!(conversions::ConversionResult::from_stored(bad, &c, "m", false), None, "{bad}");
         }
     }
 }

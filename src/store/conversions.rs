@@ -5,14 +5,20 @@
 //! - `ll:conv:{merchant}:{order}:{sub}:{status}:{refund_id}` hash `{fp, res}`:
 //!   the durable idempotency record (no TTL): same key + same fingerprint is a
 //!   duplicate (original result returned), same key + other fingerprint a conflict.
+//!   `res` is what the script computed (see [`Receipt`]); the fields the merchant
+//!   sent are not repeated (the fingerprint makes them equal in a duplicate).
 //! - `ll:cr:{minute}` hash, field = click token: the click record (read only).
-//! - `ll:order:{merchant}:{order}:{sub}` hash: `state` (`paid`, `refunded`,
-//!   `cancelled`), `paid`, `refunded` (minor units), `currency`, and the
-//!   attribution (`token`, `note`, `creator`, `platform`, `item`), so refunds
-//!   work after the click record has expired.
+//! - `ll:order:{merchant}:{order}:{sub}` hash, one field `o` =
+//!   `{state}|{paid}|{refunded}|{currency}|{token}|{note}|{creator}|{platform}|{item}`
+//!   (state `paid`, `refunded` or `cancelled`; amounts in minor units): the order
+//!   line's state and attribution, so refunds work after the click record has
+//!   expired. Lines written by earlier versions (one hash field per value) are read
+//!   and rewritten in this form on their next event.
 //! - `ll:conversions` stream: one entry per accepted conversion, written in the
 //!   same script as its idempotency record, so each accepted conversion appears
-//!   exactly once. Its `agg` field carries the counter deltas
+//!   exactly once. Its `conversion` field is
+//!   `{merchant}|{order}|{sub}|{status}|{refund_id}|{occurred_at_ms}|{amount}|{token}|{raw_status}`
+//!   (`raw_status` last: it may contain `|`). Its `agg` field carries the counter deltas
 //!   ([`ConversionDeltas`]); the aggregator adds them to the `ll:agg:{dim}:{id}:{day}`
 //!   fields `conversions`, `refunds`, `paid:{CUR}`, `refunded:{CUR}` of the note,
 //!   creator, item and platform, on the conversion's day, in batches (one `HINCRBY`
@@ -31,10 +37,10 @@ pub const CONVERSION_STREAM: &str = "ll:conversions";
 /// What the script decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Attributed and counted; the result JSON.
-    Attributed(String),
-    /// Same report seen before; the original result JSON.
-    Duplicate(String),
+    /// Attributed and counted; the result.
+    Attributed(Receipt),
+    /// Same report seen before; the original result.
+    Duplicate(Receipt),
     /// Same idempotency key, different content.
     Conflict,
     /// No click record for the token (unknown, or expired past window + grace).
@@ -63,11 +69,20 @@ if prev[1] then
   if prev[1] == fp then return {'dup', prev[2]} end
   return {'conflict'}
 end
-local o = redis.call('HMGET', ok, 'state', 'paid', 'refunded', 'currency', 'token', 'note', 'creator', 'platform', 'item')
-local state = o[1]
-local note, creator, platform, item
-if state then
-  note, creator, platform, item = o[6], o[7], o[8], o[9]
+-- Values travel as the strings they arrived in: each number Lua turns back into a string
+-- costs a printf, so only refunds and cancels (which add and subtract) format any.
+local o = redis.call('HMGET', ok, 'o', 'state')
+local state, paid, refunded, ocur, token, note, creator, platform, item
+local legacy = false
+if o[1] then
+  state, paid, refunded, ocur, token, note, creator, platform, item =
+    string.match(o[1], '^(%a+)|(%d+)|(%d+)|(%u+)|([^|]+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  if not state then return redis.error_reply('malformed order line ' .. ok) end
+elseif o[2] then
+  -- An order line written before `o` existed: one field per value.
+  legacy = true
+  local l = redis.call('HMGET', ok, 'state', 'paid', 'refunded', 'currency', 'token', 'note', 'creator', 'platform', 'item')
+  state, paid, refunded, ocur, token, note, creator, platform, item = l[1], l[2], l[3], l[4], l[5], l[6], l[7], l[8], l[9]
 else
   local rec = redis.call('HGET', ck, ARGV[18])
   if not rec then return {'unknown_click'} end
@@ -82,45 +97,121 @@ else
   if occurred < ts - ts % 1000 or occurred > ts + window then return {'outside_window'} end
 end
 if want_item ~= '' and want_item ~= item then return {'item_mismatch'} end
-local paid, refunded = tonumber(o[2] or '0'), tonumber(o[3] or '0')
-local d_conv, d_ref, d_paid, d_refunded = 0, 0, 0, 0
+token = token or ARGV[18]
+paid, refunded = paid or '0', refunded or '0'
+local d_conv, d_ref, d_paid, d_refunded = '0', '0', '0', '0'
 if status == 'paid' then
   if state then return {'invalid_transition', state} end
-  state, paid, d_conv, d_paid = 'paid', amount, 1, amount
+  state, paid, d_conv, d_paid = 'paid', ARGV[6], '1', ARGV[6]
 elseif status == 'refunded' then
   if state ~= 'paid' then return {'invalid_transition', state or 'none'} end
-  if o[4] ~= cur then return {'currency_mismatch'} end
-  if refunded + amount > paid then return {'refund_exceeds_paid'} end
-  refunded = refunded + amount
-  d_ref, d_refunded = 1, amount
-  if refunded == paid then state = 'refunded' end
+  if ocur ~= cur then return {'currency_mismatch'} end
+  local r, p = tonumber(refunded) + amount, tonumber(paid)
+  if r > p then return {'refund_exceeds_paid'} end
+  refunded, d_ref, d_refunded = string.format('%d', r), '1', ARGV[6]
+  if r == p then state = 'refunded' end
 else
   if state == 'paid' then
-    d_refunded = paid - refunded
-    if d_refunded > 0 then d_ref = 1 end
-    refunded = paid
-    cur = o[4]
+    local left = tonumber(paid) - tonumber(refunded)
+    if left > 0 then d_ref = '1' end
+    d_refunded, refunded, cur = string.format('%d', left), paid, ocur
   elseif state then
     return {'invalid_transition', state}
   end
   state = 'cancelled'
 end
-local token = o[5] or ARGV[18]
-redis.call('HSET', ok, 'state', state, 'paid', paid, 'refunded', refunded, 'currency', cur,
-  'token', token, 'note', note, 'creator', creator, 'platform', platform, 'item', item)
-local res = cjson.encode({
-  click_token = token, merchant_id = ARGV[15], order_id = ARGV[16], sub_order_id = ARGV[17],
-  status = status, amount = amount, currency = cur, note_id = note, creator_id = creator,
-  platform = platform, item_id = item, order_state = state, paid_total = paid, refunded_total = refunded,
-  gmv_delta = d_paid - d_refunded
-})
+redis.call('HSET', ok, 'o', table.concat({state, paid, refunded, cur, token, note, creator, platform, item}, '|'))
+if legacy then
+  redis.call('HDEL', ok, 'state', 'paid', 'refunded', 'currency', 'token', 'note', 'creator', 'platform', 'item')
+end
+local res = table.concat({token, note, creator, platform, item, cur, state, paid, refunded, d_paid, d_refunded}, '|')
 redis.call('HSET', ik, 'fp', fp, 'res', res)
-local agg = table.concat({day, note, creator, platform, item, cur or '', d_conv, d_ref, d_paid, d_refunded}, '|')
-redis.call('XADD', ARGV[13], 'MAXLEN', '~', ARGV[14], '*', 'merchant', ARGV[15], 'order', ARGV[16],
-  'sub', ARGV[17], 'status', status, 'raw_status', ARGV[19], 'refund_id', ARGV[20], 'occurred_at', ARGV[8], 'token', token, 'amount', amount,
-  'agg', agg)
+redis.call('XADD', ARGV[13], 'MAXLEN', '~', ARGV[14], '*',
+  'conversion', table.concat({ARGV[15], ARGV[16], ARGV[17], status, ARGV[20], ARGV[8], ARGV[6], token, ARGV[19]}, '|'),
+  'agg', table.concat({day, note, creator, platform, item, cur, d_conv, d_ref, d_paid, d_refunded}, '|'))
 return {'ok', res}
 "#;
+
+/// The answer to an accepted conversion (`ConversionResult` in `docs/openapi.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Receipt {
+    /// Rebuilt from the stored `res` and the report itself.
+    Current(Box<ConversionResult>),
+    /// The result JSON object as stored by versions that kept JSON in `res`
+    /// (a re-delivery of a conversion accepted by such a version), without `duplicate`.
+    Stored(String),
+}
+
+/// The body of an accepted conversion's answer. Amounts in minor units (fen for CNY).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConversionResult {
+    /// The click token the order line is attributed to (a refund's or cancel's is
+    /// the payment's, whatever the report carried).
+    pub click_token: String,
+    /// Merchant id.
+    pub merchant_id: String,
+    /// `order_id` as sent.
+    pub order_id: String,
+    /// `sub_order_id` as sent, `""` when none.
+    pub sub_order_id: String,
+    /// `paid`, `refunded` or `cancelled`.
+    pub status: &'static str,
+    /// `amount` as sent.
+    pub amount: i64,
+    /// The event's currency (for a cancel after payment: the payment's).
+    pub currency: String,
+    /// Note of the click.
+    pub note_id: String,
+    /// Creator of the click.
+    pub creator_id: String,
+    /// Platform of the click.
+    pub platform: String,
+    /// Item of the click, decimal.
+    pub item_id: String,
+    /// State of the order line after this event.
+    pub order_state: String,
+    /// Paid amount of the order line.
+    pub paid_total: i64,
+    /// Refunds (and the reversal of a cancel) of the order line.
+    pub refunded_total: i64,
+    /// This event's effect on net GMV.
+    pub gmv_delta: i64,
+    /// `true` when this answers a re-delivery (nothing was counted this time).
+    pub duplicate: bool,
+}
+
+impl ConversionResult {
+    /// Rebuilds the result from a stored `res`
+    /// (`{token}|{note}|{creator}|{platform}|{item}|{currency}|{state}|{paid}|{refunded}|{paid_delta}|{refunded_delta}`,
+    /// written by the script) and the report it answers. `None` when `res` is malformed.
+    pub fn from_stored(res: &str, c: &Conversion, merchant_id: &str, duplicate: bool) -> Option<ConversionResult> {
+        let f: Vec<&str> = res.split('|').collect();
+        let [token, note, creator, platform, item, currency, state, paid, refunded, d_paid, d_refunded] = f.as_slice()
+        else {
+            return None;
+        };
+        let d_paid: i64 = d_paid.parse().ok()?;
+        let d_refunded: i64 = d_refunded.parse().ok()?;
+        Some(ConversionResult {
+            click_token: (*token).to_owned(),
+            merchant_id: merchant_id.to_owned(),
+            order_id: c.order_id.clone(),
+            sub_order_id: c.sub_order_id.clone(),
+            status: c.status.as_str(),
+            amount: c.amount,
+            currency: (*currency).to_owned(),
+            note_id: (*note).to_owned(),
+            creator_id: (*creator).to_owned(),
+            platform: (*platform).to_owned(),
+            item_id: (*item).to_owned(),
+            order_state: (*state).to_owned(),
+            paid_total: paid.parse().ok()?,
+            refunded_total: refunded.parse().ok()?,
+            gmv_delta: d_paid.checked_sub(d_refunded)?,
+            duplicate,
+        })
+    }
+}
 
 /// Counter deltas of one accepted conversion, from the `agg` field of its
 /// `ll:conversions` entry: `{day}|{note}|{creator}|{platform}|{item}|{currency}|{conversions}|{refunds}|{paid}|{refunded}`
@@ -192,7 +283,8 @@ pub fn script() -> redis::Script {
 /// Records one conversion atomically. `day` is the conversion's day in the
 /// configured zone; `maxlen` caps the conversion stream (approximate).
 ///
-/// Errors: Redis errors (the script either ran entirely or not at all).
+/// Errors: Redis errors (the script either ran entirely or not at all), and a
+/// stored result this version cannot read (kind `Client`).
 pub async fn record(
     conn: &mut impl ConnectionLike,
     script: &redis::Script,
@@ -242,9 +334,20 @@ pub async fn record(
         Some(Value::SimpleString(s)) => s.clone(),
         _ => String::new(),
     };
+    let receipt = |duplicate: bool| {
+        let res = text(1);
+        if res.starts_with('{') {
+            return Ok(Receipt::Stored(res));
+        }
+        ConversionResult::from_stored(&res, c, &merchant.id, duplicate)
+            .map(|r| Receipt::Current(Box::new(r)))
+            .ok_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::Client, "malformed conversion result", res.clone()))
+            })
+    };
     Ok(match text(0).as_str() {
-        "ok" => Outcome::Attributed(text(1)),
-        "dup" => Outcome::Duplicate(text(1)),
+        "ok" => Outcome::Attributed(receipt(false)?),
+        "dup" => Outcome::Duplicate(receipt(true)?),
         "conflict" => Outcome::Conflict,
         "unknown_click" => Outcome::UnknownClick,
         "platform_not_allowed" => Outcome::PlatformNotAllowed(text(1)),

@@ -140,13 +140,9 @@ async fn every_status_code_path() {
     let entries: Vec<(String, Vec<(String, String)>)> =
         redis::cmd("XRANGE").arg("ll:conversions").arg("-").arg("+").query_async(&mut r).await.unwrap();
     let names: Vec<&str> = entries[0].1.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(
-        names,
-        ["merchant", "order", "sub", "status", "raw_status", "refund_id", "occurred_at", "token", "amount", "agg"]
-    );
+    assert_eq!(names, ["conversion", "agg"]);
     let field = |name: &str| entries[0].1.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
-    assert_eq!(field("token"), token);
-    assert_eq!(field("amount"), "12900");
+    assert_eq!(field("conversion"), format!("tmall-shop|O-1||paid||{}|12900|{token}|", ts + 1000));
     assert_eq!(field("agg"), format!("{d}|{NOTE}|creator_01|taobao|567873872517|CNY|1|0|12900|0"));
     app.stop().await;
 }
@@ -530,5 +526,66 @@ async fn two_aggregators_count_each_conversion_once() {
     let conversions: i64 = r.hget(&key, "conversions").await.unwrap();
     let paid: i64 = r.hget(&key, "paid:CNY").await.unwrap();
     assert_eq!((conversions, paid), (300, 30_000));
+    app.stop().await;
+}
+
+/// Order lines and idempotency records written by versions that kept one hash field per
+/// value and a JSON `res`: a re-delivery still gets its original answer, and a refund
+/// still finds the payment (the line is rewritten in the current form).
+#[tokio::test]
+async fn records_from_earlier_versions_still_answer_and_refund() {
+    let app = spawn_app().await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let paid = body(&token, "O-OLD", "paid", 12900, ts + 1000);
+    // What an earlier version left after accepting `paid`.
+    let fp = {
+        let input: linkloop::conversion::ConversionInput = serde_json::from_value(paid.clone()).unwrap();
+        input.validate().unwrap().fingerprint()
+    };
+    let old_res = format!(
+        r#"{{"click_token":"{token}","merchant_id":"tmall-shop","order_id":"O-OLD","sub_order_id":"","status":"paid","amount":12900,"currency":"CNY","note_id":"{NOTE}","creator_id":"creator_01","platform":"taobao","item_id":"567873872517","order_state":"paid","paid_total":12900,"refunded_total":0,"gmv_delta":12900}}"#
+    );
+    let mut r = app.redis().await;
+    let _: () = r
+        .hset_multiple("ll:conv:tmall-shop:O-OLD::paid:", &[("fp", fp.as_str()), ("res", old_res.as_str())])
+        .await
+        .unwrap();
+    let line = [
+        ("state", "paid"),
+        ("paid", "12900"),
+        ("refunded", "0"),
+        ("currency", "CNY"),
+        ("token", token.as_str()),
+        ("note", NOTE),
+        ("creator", "creator_01"),
+        ("platform", "taobao"),
+        ("item", "567873872517"),
+    ];
+    let _: () = r.hset_multiple("ll:order:tmall-shop:O-OLD:", &line).await.unwrap();
+
+    let (s, v) = post(&app, &paid).await;
+    assert_eq!((s, v["duplicate"].as_bool(), v["gmv_delta"].as_i64()), (200, Some(true), Some(12900)), "{v}");
+    assert_eq!(v["order_id"], "O-OLD");
+
+    let (s, v) = post(&app, &body(&token, "O-OLD", "refunded", 12900, ts + 2000)).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["order_state"].as_str(), v["refunded_total"].as_i64(), v["gmv_delta"].as_i64()),
+        (Some("refunded"), Some(12900), Some(-12900))
+    );
+    assert_eq!(v["click_token"], token.as_str());
+    let fields: std::collections::HashMap<String, String> = r.hgetall("ll:order:tmall-shop:O-OLD:").await.unwrap();
+    assert_eq!(
+        fields,
+        std::collections::HashMap::from([(
+            "o".to_owned(),
+            format!("refunded|12900|12900|CNY|{token}|{NOTE}|creator_01|taobao|567873872517")
+        )])
+    );
+    // Refunded in full: nothing more to refund.
+    let mut again = body(&token, "O-OLD", "refunded", 1, ts + 3000);
+    again["refund_id"] = json!("R-2");
+    let (s, v) = post(&app, &again).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("invalid_transition")), "{v}");
     app.stop().await;
 }
