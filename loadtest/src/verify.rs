@@ -487,7 +487,7 @@ pub async fn read_stream(redis_url: &str, notes: &HashMap<String, u32>, since_ms
         }
         let mut start = format!("{since_ms}-0");
         loop {
-            // An entry holds one `tok`/`rec`[/`reason`] group per click of a group commit.
+            // An entry holds the clicks of one group commit.
             let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
                 .arg(stream)
                 .arg(&start)
@@ -560,12 +560,17 @@ struct StreamClick<'a> {
     reason: Option<&'a str>,
 }
 
-/// The clicks of one stream entry's fields, in order: each `tok` starts a click, the
-/// `rec` and `reason` after it belong to it (one group per click of a group commit).
+/// The clicks of one stream entry's fields, in order: the lines of its `clicks` field
+/// (`{token} {record}[ {reason}]`, docs/redis-schema.md), or, in entries of gateways before that field, one
+/// `tok`/`rec`[/`reason`] group per click (each `tok` starts a click).
 fn stream_clicks(fields: &[(String, String)]) -> Vec<StreamClick<'_>> {
     let mut out: Vec<StreamClick<'_>> = Vec::new();
     for (name, value) in fields {
         match (name.as_str(), out.last_mut()) {
+            ("clicks", _) => out.extend(value.split('\n').map(|line| {
+                let mut parts = line.splitn(3, ' ');
+                StreamClick { tok: parts.next(), rec: parts.next(), reason: parts.next() }
+            })),
             ("tok", _) => out.push(StreamClick { tok: Some(value), ..StreamClick::default() }),
             ("rec", Some(c)) => c.rec = Some(value),
             ("reason", Some(c)) => c.reason = Some(value),
@@ -598,7 +603,7 @@ mod tests {
     use crate::clicks::{NoteClicks, SeenToken};
 
     #[test]
-    fn stream_entries_hold_one_group_per_click() {
+    fn stream_entries_of_both_layouts_parse() {
         let f = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
         let one = f(&[("tok", "t1"), ("rec", "r1")]);
         assert_eq!(stream_clicks(&one), [StreamClick { tok: Some("t1"), rec: Some("r1"), reason: None }]);
@@ -609,6 +614,15 @@ mod tests {
         assert_eq!((got[1].tok, got[1].rec, got[1].reason), (Some("t2"), Some("r2"), Some("head")));
         // A stray field before any tok belongs to no click.
         assert_eq!(stream_clicks(&f(&[("rec", "r0"), ("tok", "t1")])).len(), 1);
+        // The current layout: one `clicks` field, a line per click.
+        let lines = f(&[("clicks", "t1 r1 crawler\nt2 r2")]);
+        assert_eq!(
+            stream_clicks(&lines),
+            [
+                StreamClick { tok: Some("t1"), rec: Some("r1"), reason: Some("crawler") },
+                StreamClick { tok: Some("t2"), rec: Some("r2"), reason: None }
+            ]
+        );
     }
 
     fn obs(per_note: Vec<NoteClicks>) -> ClickObs {

@@ -122,7 +122,7 @@ impl std::fmt::Debug for Aggregator {
 struct Entry {
     /// Id of the stream entry holding it (shared by the clicks of one group commit).
     id: String,
-    /// `tok` and `rec` values.
+    /// Its click token and packed record.
     fields: [String; 2],
 }
 
@@ -766,17 +766,23 @@ fn parse_read_reply<const N: usize>(v: Value, names: [&str; N]) -> Vec<(String, 
 }
 
 /// Parses an `XREAD` reply of the click stream into `(id, clicks)`, each click its
-/// `[tok, rec]` values: an entry holds one `tok`/`rec` group per click, in order (other
-/// fields, such as `reason`, are skipped). Anything malformed is skipped; an entry
-/// without a `tok` yields no clicks.
+/// `[token, record]`: an entry's `clicks` field holds one line per click
+/// ([`crate::store::xadd_clicks`]); entries written before that field existed hold a
+/// `tok`/`rec` group per click, in order. Other fields are skipped. Anything malformed
+/// is skipped; an entry without a click yields no clicks.
 fn parse_click_entries(v: Value) -> Vec<(String, Vec<[String; 2]>)> {
-    let [f_tok, f_rec] = keys::CLICK_FIELDS;
+    let [f_tok, f_rec] = keys::LEGACY_CLICK_FIELDS;
     read_entries(v)
         .into_iter()
         .map(|(id, fields)| {
-            let mut clicks: Vec<[String; 2]> = Vec::with_capacity(fields.len() / 4);
+            let mut clicks: Vec<[String; 2]> = Vec::new();
             for (name, value) in field_pairs(fields) {
-                if name == f_tok {
+                if name == keys::CLICKS_FIELD {
+                    clicks.extend(
+                        crate::store::entry_clicks(&value)
+                            .map(|(token, record, _)| [token.to_owned(), record.to_owned()]),
+                    );
+                } else if name == f_tok {
                     clicks.push([value, String::new()]);
                 } else if name == f_rec
                     && let Some(click) = clicks.last_mut()
@@ -810,7 +816,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn click_entries_hold_one_group_per_click() {
+    fn click_entries_of_both_layouts_parse() {
         let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let entry =
             |id: &str, fields: &[&str]| Value::Array(vec![b(id), Value::Array(fields.iter().map(|f| b(f)).collect())]);
@@ -820,13 +826,20 @@ mod tests {
                 entry("1-0", &["tok", "t1", "rec", "r1"]),
                 entry("2-0", &["tok", "t2", "rec", "r2", "tok", "t3", "rec", "r3"]),
                 entry("3-0", &["reason", "x"]),
+                entry("4-0", &["clicks", "t4 r4\nt5 r5"]),
+                entry("5-0", &["clicks", "t6 r6"]),
             ]),
         ])]);
         let got = parse_click_entries(reply);
-        assert_eq!(got.len(), 3);
-        assert_eq!(got[0], ("1-0".to_owned(), vec![["t1".to_owned(), "r1".to_owned()]]));
-        assert_eq!(got[1].1, vec![["t2".to_owned(), "r2".to_owned()], ["t3".to_owned(), "r3".to_owned()]]);
-        assert!(got[2].1.is_empty(), "an entry without tok has no click");
+        assert_eq!(got.len(), 5);
+        let pair = |t: &str, r: &str| [t.to_owned(), r.to_owned()];
+        // Entries of the earlier layout: a tok/rec group per click.
+        assert_eq!(got[0], ("1-0".to_owned(), vec![pair("t1", "r1")]));
+        assert_eq!(got[1].1, vec![pair("t2", "r2"), pair("t3", "r3")]);
+        assert!(got[2].1.is_empty(), "an entry without a click has none");
+        // The current layout: one `clicks` field, a line per click.
+        assert_eq!(got[3], ("4-0".to_owned(), vec![pair("t4", "r4"), pair("t5", "r5")]));
+        assert_eq!(got[4].1, vec![pair("t6", "r6")]);
     }
 
     /// A click-stream entry as the gateway writes it: a v7 token of `ms` and its record.

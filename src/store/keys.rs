@@ -9,7 +9,8 @@ use crate::platform::Platform;
 /// cap: only the aggregator trims it, behind its cursor).
 pub const CLICK_STREAM: &str = "ll:clicks";
 /// Non-billable requests (bots, link-preview fetchers, `HEAD`, rate-limited clients):
-/// entries `tok`, `rec`, `reason`; never counted as clicks.
+/// entries like the click stream's with a reason per click ([`CLICKS_FIELD`]); never
+/// counted as clicks.
 pub const NONBILLABLE_STREAM: &str = "ll:nonbillable";
 
 /// Repeat-click markers of one time slot: a hash, field = [`visitor`] of a visitor's
@@ -39,10 +40,17 @@ pub const AGGREGATOR_CURSOR: &str = "ll:agg:cursor";
 /// were added to the aggregates.
 pub const CONVERSION_CURSOR: &str = "ll:agg:conv_cursor";
 
-/// Field names of one click in a click-stream entry, in the order they are written: the
-/// click token and the packed click record ([`crate::click::ClickRecord::to_packed`]). An
-/// entry repeats this group once per click of its group commit.
-pub const CLICK_FIELDS: [&str; 2] = ["tok", "rec"];
+/// The one field of a click-stream entry (`ll:clicks`, `ll:nonbillable`): its clicks, one
+/// line per click, in order, joined by `\n`: `{token} {record}` (`ll:nonbillable`:
+/// `{token} {record} {reason}`), with the click token's canonical UUID text and the packed
+/// click record ([`crate::click::ClickRecord::to_packed`]), neither of which holds a space
+/// or a newline. One field per group commit instead of two per click: Redis stores and
+/// sends one string, and the aggregator parses one reply value per entry.
+pub const CLICKS_FIELD: &str = "clicks";
+
+/// Field names of one click in a click-stream entry written before [`CLICKS_FIELD`]
+/// (2026-11-30): a `tok`/`rec` group per click, in order. Still read by the aggregator.
+pub const LEGACY_CLICK_FIELDS: [&str; 2] = ["tok", "rec"];
 
 /// Click records of one minute: a hash, field = click token (canonical UUID text),
 /// value = the packed record (`ClickRecord::to_packed`). The minute is the one in

@@ -209,29 +209,48 @@ async fn group_commit(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<P
     }
 }
 
-/// Builds the `XADD` of one stream entry holding `clicks` in order (public for benches
-/// and docs): `XADD {stream} [MAXLEN ~ {maxlen / n}] * tok {token} rec {record} [reason {reason}]`
-/// with the `tok`/`rec`[/`reason`] group repeated per click. Redis keeps an entry's
-/// fields in the order given, repeated names included (see `docs/redis-schema.md`).
+/// Builds the `XADD` of one stream entry holding `clicks` (`(token, record, reason)`) in
+/// order (public for benches and docs):
+/// `XADD {stream} [MAXLEN ~ {maxlen / n}] * clicks "{token} {record}[ {reason}]\n…"`
+/// (see [`keys::CLICKS_FIELD`] and `docs/redis-schema.md`).
 /// `maxlen`, when given, is a cap in clicks: the entry trims the stream to
 /// `maxlen / clicks.len()` entries (at least 1), so a stream of entries like this one holds
 /// about `maxlen` clicks. Only for a stream nobody counts (`ll:nonbillable`): a cap
 /// trims whatever is oldest, read or not.
 pub fn xadd_clicks(stream: &str, clicks: &[(&str, &str, Option<&str>)], maxlen: Option<u64>) -> redis::Cmd {
-    let [f_tok, f_rec] = keys::CLICK_FIELDS;
     let mut cmd = redis::cmd("XADD");
     cmd.arg(stream);
     if let Some(maxlen) = maxlen {
         cmd.arg("MAXLEN").arg("~").arg((maxlen / clicks.len().max(1) as u64).max(1));
     }
-    cmd.arg("*");
-    for (token, record, reason) in clicks {
-        cmd.arg(f_tok).arg(*token).arg(f_rec).arg(*record);
+    let len = clicks.iter().map(|(t, r, why)| t.len() + r.len() + why.map_or(0, |w| w.len() + 1) + 2).sum();
+    let mut lines = String::with_capacity(len);
+    for (i, (token, record, reason)) in clicks.iter().enumerate() {
+        if i > 0 {
+            lines.push('\n');
+        }
+        lines.push_str(token);
+        lines.push(' ');
+        lines.push_str(record);
         if let Some(r) = reason {
-            cmd.arg("reason").arg(*r);
+            lines.push(' ');
+            lines.push_str(r);
         }
     }
+    cmd.arg("*").arg(keys::CLICKS_FIELD).arg(lines);
     cmd
+}
+
+/// The clicks of one click-stream entry's `clicks` value, in order: `(token, record,
+/// reason)` per line ([`xadd_clicks`]'s layout). A line without a space is skipped.
+pub fn entry_clicks(value: &str) -> impl Iterator<Item = (&str, &str, Option<&str>)> {
+    value.split('\n').filter_map(|line| {
+        let (token, rest) = line.split_once(' ')?;
+        Some(match rest.split_once(' ') {
+            Some((record, reason)) => (token, record, Some(reason)),
+            None => (token, rest, None),
+        })
+    })
 }
 
 #[cfg(test)]
@@ -250,32 +269,23 @@ mod tests {
     #[test]
     fn one_entry_per_group_and_the_cap_counts_clicks() {
         let one = xadd_clicks("ll:clicks", &[("t1", "r1", None)], None);
-        assert_eq!(args(&one), ["XADD", "ll:clicks", "*", "tok", "t1", "rec", "r1"]);
+        assert_eq!(args(&one), ["XADD", "ll:clicks", "*", "clicks", "t1 r1"]);
         let group = [("t1", "r1", Some("crawler")), ("t2", "r2", Some("head"))];
         assert_eq!(
             args(&xadd_clicks("ll:nonbillable", &group, Some(2_000_000))),
-            [
-                "XADD",
-                "ll:nonbillable",
-                "MAXLEN",
-                "~",
-                "1000000",
-                "*",
-                "tok",
-                "t1",
-                "rec",
-                "r1",
-                "reason",
-                "crawler",
-                "tok",
-                "t2",
-                "rec",
-                "r2",
-                "reason",
-                "head"
-            ]
+            ["XADD", "ll:nonbillable", "MAXLEN", "~", "1000000", "*", "clicks", "t1 r1 crawler\nt2 r2 head"]
         );
         let many: Vec<_> = (0..128).map(|_| ("t", "r", None)).collect();
         assert_eq!(args(&xadd_clicks("s", &many, Some(100)))[4], "1", "at least one entry is kept");
+    }
+
+    #[test]
+    fn entry_clicks_reads_what_xadd_clicks_writes() {
+        let group = [("t1", "1|2|n", None), ("t2", "1|3|n", Some("head")), ("t3", "1|4|n", None)];
+        let cmd = xadd_clicks("ll:clicks", &group, None);
+        let value = args(&cmd).pop().unwrap_or_default();
+        assert_eq!(entry_clicks(&value).collect::<Vec<_>>(), group);
+        assert_eq!(entry_clicks("").count(), 0);
+        assert_eq!(entry_clicks("no-space\nt r").collect::<Vec<_>>(), [("t", "r", None)]);
     }
 }

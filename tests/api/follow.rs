@@ -65,7 +65,7 @@ async fn mint_click_exact_location_and_redis_contents() {
     let clicks = crate::support::stream_clicks(&mut r, "ll:clicks").await;
     assert_eq!(clicks.len(), 1);
     let e = &clicks[0];
-    assert_eq!(e.fields, 2, "stream entry has exactly tok and rec");
+    assert_eq!(e.fields, 2, "the click's line holds exactly its token and record");
     assert_eq!(e.tok, token);
     let ip_hash = app.state.visitor.ip_hash("127.0.0.1".parse().unwrap());
     assert!(!ip_hash.contains("127.0.0.1"));

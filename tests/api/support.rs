@@ -231,12 +231,11 @@ pub struct StreamClick {
     pub rec: String,
     /// `reason` (non-billable stream only).
     pub reason: String,
-    /// Fields of this click's group in the entry (`tok`, `rec`[, `reason`]).
+    /// Parts of this click in the entry: token, record[, reason].
     pub fields: usize,
 }
 
-/// Every click of `stream`, in order: an entry holds one `tok`/`rec`[/`reason`] group
-/// per click of a group commit. For `ll:clicks`, whose entries the aggregator trims once
+/// Every click of `stream`, in order: an entry holds the clicks of one group commit. For `ll:clicks`, whose entries the aggregator trims once
 /// applied, the clicks trimmed away come first (from their click records, `id` empty), so
 /// this is every billable click recorded, each token once unless the stream holds it twice.
 pub async fn stream_clicks(r: &mut redis::aio::MultiplexedConnection, stream: &str) -> Vec<StreamClick> {
@@ -258,7 +257,9 @@ pub async fn stream_clicks(r: &mut redis::aio::MultiplexedConnection, stream: &s
     out
 }
 
-/// The clicks still in `stream`'s entries, in order.
+/// The clicks still in `stream`'s entries, in order. An entry's one field `clicks` holds a
+/// line per click, `{token} {record}[ {reason}]`; entries of the earlier layout (a test may
+/// write them) hold a `tok`/`rec`[/`reason`] group per click.
 pub async fn stream_entries(r: &mut redis::aio::MultiplexedConnection, stream: &str) -> Vec<StreamClick> {
     let reply: Vec<(String, Vec<(String, String)>)> =
         redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(r).await.unwrap();
@@ -266,6 +267,21 @@ pub async fn stream_entries(r: &mut redis::aio::MultiplexedConnection, stream: &
     for (id, fields) in reply {
         let mut entry: Vec<StreamClick> = Vec::new();
         for (name, value) in fields {
+            if name == "clicks" {
+                assert!(entry.is_empty(), "one clicks field per entry");
+                for line in value.split('\n') {
+                    let parts: Vec<&str> = line.split(' ').collect();
+                    assert!(matches!(parts.len(), 2 | 3), "a click line is token, record[, reason]: {line:?}");
+                    entry.push(StreamClick {
+                        id: id.clone(),
+                        tok: parts[0].to_owned(),
+                        rec: parts[1].to_owned(),
+                        reason: parts.get(2).map(|r| (*r).to_owned()).unwrap_or_default(),
+                        fields: parts.len(),
+                    });
+                }
+                continue;
+            }
             if name == "tok" {
                 entry.push(StreamClick { id: id.clone(), tok: value, ..StreamClick::default() });
             } else {
