@@ -18,8 +18,6 @@
 //!
 //! message = `"linkloop/jump/v1\0" || platform "|" item_id "|" sku_id-or-empty "|" click_token "|" ll_ts`.
 
-use std::fmt::Write as _;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
@@ -70,8 +68,16 @@ pub fn build(product: &Product, mobile: bool, click_token: &Uuid, ts_ms: u64, ke
     let token = click_token.hyphenated().encode_lower(&mut token_buf);
     let (kid, tag) = sign(product, token, ts_ms, keys);
     url.push(if url.contains('?') { '&' } else { '?' });
-    // Writing to a String cannot fail.
-    let _ = write!(url, "ll_v={VERSION}&ll_ct={token}&ll_ts={ts_ms}&ll_kid={kid}&ll_sig=");
+    let mut num = itoa::Buffer::new();
+    url.push_str("ll_v=");
+    url.push_str(num.format(VERSION));
+    url.push_str("&ll_ct=");
+    url.push_str(token);
+    url.push_str("&ll_ts=");
+    url.push_str(num.format(ts_ms));
+    url.push_str("&ll_kid=");
+    url.push_str(num.format(kid));
+    url.push_str("&ll_sig=");
     URL_SAFE_NO_PAD.encode_string(&tag[..TAG_BYTES], &mut url);
     url
 }
@@ -82,12 +88,19 @@ fn sign(product: &Product, token: &str, ts_ms: u64, keys: &Keyring) -> (u8, [u8;
 }
 
 fn message(product: &Product, token: &str, ts_ms: u64) -> String {
+    let mut num = itoa::Buffer::new();
     let mut msg = String::with_capacity(96);
-    let _ = write!(msg, "{}|{}|", product.platform.as_str(), product.item_id);
+    msg.push_str(product.platform.as_str());
+    msg.push('|');
+    msg.push_str(num.format(product.item_id));
+    msg.push('|');
     if let Some(sku) = product.sku_id {
-        let _ = write!(msg, "{sku}");
+        msg.push_str(num.format(sku));
     }
-    let _ = write!(msg, "|{token}|{ts_ms}");
+    msg.push('|');
+    msg.push_str(token);
+    msg.push('|');
+    msg.push_str(num.format(ts_ms));
     msg
 }
 

@@ -112,7 +112,19 @@ impl VisitorHasher {
         };
         let mut mac = self.mac.clone();
         mac.update(b"linkloop/ip/v1\0");
-        mac.update(ip.to_string().as_bytes());
+        match ip {
+            // The dotted quad, as `Display` writes it, without the formatting machinery.
+            IpAddr::V4(v4) => {
+                let mut num = itoa::Buffer::new();
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        mac.update(b".");
+                    }
+                    mac.update(num.format(octet).as_bytes());
+                }
+            }
+            v6 => mac.update(v6.to_string().as_bytes()),
+        }
         let out = mac.finalize().into_bytes();
         let mut s = String::with_capacity(16);
         for b in &out[..8] {
@@ -149,6 +161,20 @@ pub fn referrer_host(referer: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_hash_hashes_the_addresses_display_text() {
+        // The dotted quad is written octet by octet; the hash must stay the one of the
+        // address's text (stored hashes and repeat markers depend on it).
+        let h = VisitorHasher::new(&[7u8; 32]);
+        for ip in ["0.0.0.0", "10.0.0.1", "203.0.113.7", "255.255.255.255", "2001:db8::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut mac = h.mac.clone();
+            mac.update(b"linkloop/ip/v1\0");
+            mac.update(ip.to_string().as_bytes());
+            assert_eq!(h.ip_hash(ip), hex::encode(&mac.finalize().into_bytes()[..8]), "{ip}");
+        }
+    }
 
     #[test]
     fn ip_hash_is_keyed_stable_and_maps_v4_in_v6() {

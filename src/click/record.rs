@@ -174,17 +174,25 @@ struct PackedFields<'a> {
 
 /// The one place the v1 packed format is written (see the module doc).
 fn pack(f: &PackedFields<'_>) -> String {
-    use std::fmt::Write as _;
+    let mut num = itoa::Buffer::new();
     let mut out = String::with_capacity(128);
-    let _ = write!(
-        out,
-        "{VERSION}|{}|{}|{}|{}|{}|",
-        f.ts_ms, f.note_id, f.creator_id, f.product.platform, f.product.item_id
-    );
-    if let Some(sku) = f.product.sku_id {
-        let _ = write!(out, "{sku}");
+    out.push_str(VERSION);
+    out.push('|');
+    out.push_str(num.format(f.ts_ms));
+    for part in [f.note_id, f.creator_id, f.product.platform.as_str()] {
+        out.push('|');
+        out.push_str(part);
     }
-    let _ = write!(out, "|{}|{}|{}|{}", f.campaign.unwrap_or(""), f.ip_hash, f.ua, f.referrer_host.unwrap_or(""));
+    out.push('|');
+    out.push_str(num.format(f.product.item_id));
+    out.push('|');
+    if let Some(sku) = f.product.sku_id {
+        out.push_str(num.format(sku));
+    }
+    for part in [f.campaign.unwrap_or(""), f.ip_hash, f.ua, f.referrer_host.unwrap_or("")] {
+        out.push('|');
+        out.push_str(part);
+    }
     out
 }
 

@@ -26,11 +26,14 @@ pub fn repeat_bucket(window_ms: u64, slot: u64) -> String {
 /// the first 8 bytes of SHA-256 over `note|platform|item|ip_hash|ua`, 16 lower-case hex.
 pub fn visitor(note: &str, platform: Platform, item: u64, ip_hash: &str, ua: &str) -> String {
     use sha2::Digest as _;
-    use std::io::Write as _;
     let mut h = sha2::Sha256::new();
-    // Hashing through `io::Write`: the item id is formatted into the hash, not into a String.
-    // Writing to a hasher cannot fail.
-    let _ = write!(h, "{note}|{}|{item}|{ip_hash}|{ua}|", platform.as_str());
+    // Piece by piece, the item id formatted on the stack (`format!`/`write!` machinery cost
+    // ≈ 6% of the redirect's instructions here).
+    let mut item_buf = itoa::Buffer::new();
+    for part in [note, platform.as_str(), item_buf.format(item), ip_hash, ua] {
+        h.update(part.as_bytes());
+        h.update(b"|");
+    }
     hex::encode(&h.finalize()[..8])
 }
 
@@ -114,6 +117,14 @@ pub fn uv(dim: Dim<'_>, day: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn visitor_is_the_hash_of_the_documented_text() {
+        use sha2::Digest as _;
+        let text = "65682d4500000000380339a5|jd|100012043978|0123456789abcdef|app|";
+        let want = hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8]);
+        assert_eq!(visitor("65682d4500000000380339a5", Platform::Jd, 100_012_043_978, "0123456789abcdef", "app"), want);
+    }
 
     #[test]
     fn key_formats_never_change() {
