@@ -245,8 +245,7 @@ pub struct DayStats {
     /// Clicks on tracked links (human redirects recorded; bots and previews never count).
     pub clicks: u64,
     /// Of `clicks`, repeats: the same visitor on the same note and item within the
-    /// repeat window (`clicks - repeat_clicks` are unique clicks). Omitted when 0.
-    #[serde(skip_serializing_if = "is_zero")]
+    /// repeat window (`clicks - repeat_clicks` are unique clicks).
     pub repeat_clicks: u64,
     /// Unique visitors (HyperLogLog estimate, ~0.81% standard error; never reported above
     /// `clicks`, which a visitor needs at least one of).
@@ -315,10 +314,6 @@ impl DayStats {
     }
 }
 
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
 /// An ISO-4217 alphabetic code: three ASCII capitals.
 fn is_currency(s: &str) -> bool {
     s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())
@@ -329,8 +324,7 @@ fn is_currency(s: &str) -> bool {
 pub struct Totals {
     /// Clicks over the range.
     pub clicks: u64,
-    /// Repeat clicks over the range (see [`DayStats::repeat_clicks`]). Omitted when 0.
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Repeat clicks over the range (see [`DayStats::repeat_clicks`]).
     pub repeat_clicks: u64,
     /// Unique visitors over the whole range: the HyperLogLog union of the days
     /// (a visitor seen on several days counts once), not the sum of the days; never above

@@ -172,7 +172,9 @@ impl Merchants {
         let t: u64 = get("t").and_then(|t| t.parse().ok()).ok_or(AuthError::Malformed)?;
         let kid: u8 = get("k").and_then(|k| k.parse().ok()).ok_or(AuthError::Malformed)?;
         let mac = hex::decode(sig).ok().filter(|m| m.len() == 32).ok_or(AuthError::Malformed)?;
-        if params.iter().filter(|(k, _)| k == "sig").count() != 1 {
+        // Each signing parameter exactly once: with two `merchant`s (or `t`s, `k`s) the
+        // key and the checked values would depend on which copy a reader takes.
+        if ["merchant", "t", "k", "sig"].iter().any(|name| params.iter().filter(|(k, _)| k == name).count() != 1) {
             return Err(AuthError::Malformed);
         }
         if now_s.abs_diff(t) > self.tolerance_s {
@@ -300,6 +302,15 @@ mod tests {
         p.push(("sig".into(), sig));
         let m = merchants();
         assert!(m.authenticate_postback(&p, 1_796_000_100).is_ok());
+        // A signing parameter twice, even signed over and with the same value: refused.
+        for name in ["merchant", "t", "k"] {
+            let mut twice: Vec<(String, String)> = p.iter().filter(|(k, _)| k != "sig").cloned().collect();
+            let copy = twice.iter().find(|(k, _)| k == name).cloned().unwrap();
+            twice.push(copy);
+            let sig = sign_postback(S1.as_bytes(), &twice);
+            twice.push(("sig".into(), sig));
+            assert_eq!(m.authenticate_postback(&twice, 1_796_000_100).unwrap_err(), AuthError::Malformed, "{name}");
+        }
         p[3].1 = "A B/e".into();
         assert_eq!(m.authenticate_postback(&p, 1_796_000_100).unwrap_err(), AuthError::Mismatch);
     }

@@ -74,15 +74,15 @@ async fn note_stats_exact_json_and_csv() {
             "to": "2026-03-01",
             "timezone": "Asia/Shanghai",
             "days": [
-                {"date": "2026-02-27", "clicks": 0, "uv": 0, "conversions": 0, "refunds": 0,
+                {"date": "2026-02-27", "clicks": 0, "repeat_clicks": 0, "uv": 0, "conversions": 0, "refunds": 0,
                  "gmv_fen": 0, "gmv": {}, "cvr": 0.0},
-                {"date": "2026-02-28", "clicks": 3, "uv": 2, "conversions": 1, "refunds": 0,
+                {"date": "2026-02-28", "clicks": 3, "repeat_clicks": 0, "uv": 2, "conversions": 1, "refunds": 0,
                  "gmv_fen": 12900, "gmv": {"CNY": 12900, "USD": 250}, "cvr": 0.333333},
-                {"date": "2026-03-01", "clicks": 4, "uv": 4, "conversions": 2, "refunds": 1,
+                {"date": "2026-03-01", "clicks": 4, "repeat_clicks": 0, "uv": 4, "conversions": 2, "refunds": 1,
                  "gmv_fen": -7900, "gmv": {"CNY": -7900}, "cvr": 0.5},
             ],
             // uv: the union {v1..v5}, not 2 + 4.
-            "total": {"clicks": 7, "uv": 5, "conversions": 3, "refunds": 1, "gmv_fen": 5000,
+            "total": {"clicks": 7, "repeat_clicks": 0, "uv": 5, "conversions": 3, "refunds": 1, "gmv_fen": 5000,
                       "gmv": {"CNY": 5000, "USD": 250}, "cvr": 0.428571},
         })
     );
@@ -159,7 +159,7 @@ async fn stats_auth_and_errors_name_the_field() {
     assert_eq!(v["days"].as_array().unwrap().len(), 92);
     assert_eq!(
         v["total"],
-        json!({"clicks": 0, "uv": 0, "conversions": 0, "refunds": 0, "gmv_fen": 0, "gmv": {}, "cvr": 0.0})
+        json!({"clicks": 0, "repeat_clicks": 0, "uv": 0, "conversions": 0, "refunds": 0, "gmv_fen": 0, "gmv": {}, "cvr": 0.0})
     );
     app.stop().await;
 }

@@ -176,9 +176,16 @@ fn main() -> ExitCode {
         Command::SignCallback { merchant, secret, kid, body, url } => {
             let url = url.unwrap_or_else(|| format!("{}/v1/conversions", config.public_url()));
             let Some(secret) = secret.or_else(|| merchant_secret(&config, &merchant, kid)) else {
-                eprintln!(
-                    "linkloop: no --secret, and the config has no [[merchants]] entry {merchant:?} with a secret of kid {kid}"
-                );
+                if cli.config.is_none() {
+                    eprintln!(
+                        "linkloop: no secret for {merchant:?}: pass --secret (or LINKLOOP_MERCHANT_SECRET), \
+                         or --config with that merchant's [[merchants]] entry"
+                    );
+                } else {
+                    eprintln!(
+                        "linkloop: no --secret, and the config has no [[merchants]] entry {merchant:?} with a secret of kid {kid}"
+                    );
+                }
                 return ExitCode::from(64);
             };
             sign_callback(&merchant, &secret, kid, &body, &url, config.callback_tolerance_seconds)
