@@ -163,15 +163,13 @@ impl DateRange {
     /// [`StatsError`] with field `from`/`to` (`invalid_date`: not a real `YYYY-MM-DD` date),
     /// `from` (`invalid_range`: after `to`) or `to` (`range_too_long`: over [`MAX_RANGE_DAYS`]).
     pub fn parse(from: Option<&str>, to: Option<&str>, today: NaiveDate) -> Result<DateRange, StatsError> {
+        // `from` first: with both malformed, the error names the first in reading order.
+        let from = from.map(|f| parse_date("from", f)).transpose()?;
         let to = match to {
             Some(t) => parse_date("to", t)?,
             None => today,
         };
-        let from = match from {
-            Some(f) => parse_date("from", f)?,
-            None => to,
-        };
-        DateRange::new(from, to)
+        DateRange::new(from.unwrap_or(to), to)
     }
 
     /// Builds a range from dates.
@@ -557,6 +555,9 @@ mod tests {
             assert_eq!((e.field, e.code), ("from", "invalid_date"), "{bad:?}");
             let e = DateRange::parse(None, Some(bad), today).unwrap_err();
             assert_eq!((e.field, e.code), ("to", "invalid_date"), "{bad:?}");
+            // Both malformed: the first in reading order is named.
+            let e = DateRange::parse(Some(bad), Some("x"), today).unwrap_err();
+            assert_eq!((e.field, e.code), ("from", "invalid_date"), "{bad:?}");
         }
     }
 

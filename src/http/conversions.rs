@@ -312,7 +312,13 @@ pub async fn get_postback(State(app): State<AppState>, RawQuery(query): RawQuery
         let value = if k == "amount" {
             match v.parse::<i64>() {
                 Ok(n) => json!(n),
-                Err(_) => return Err(ApiError::field("amount", "invalid_field", "amount: must be an integer")),
+                Err(_) => {
+                    return Err(ApiError::field(
+                        "amount",
+                        "invalid_field",
+                        "amount: must be an integer from 0 to 10^12 (minor units)",
+                    ));
+                }
             }
         } else {
             json!(v)
