@@ -567,7 +567,7 @@ fn stream_clicks(fields: &[(String, String)]) -> Vec<StreamClick<'_>> {
     let mut out: Vec<StreamClick<'_>> = Vec::new();
     for (name, value) in fields {
         match (name.as_str(), out.last_mut()) {
-            ("clicks", _) => out.extend(value.split('\n').map(|line| {
+            ("clicks", _) => out.extend(value.split('\n').filter(|line| !line.is_empty()).map(|line| {
                 let mut parts = line.splitn(3, ' ');
                 StreamClick { tok: parts.next(), rec: parts.next(), reason: parts.next() }
             })),

@@ -168,15 +168,16 @@ impl Merchants {
     pub fn authenticate_postback(&self, params: &[(String, String)], now_s: u64) -> Result<Arc<Merchant>, AuthError> {
         let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let (Some(id), Some(sig)) = (get("merchant"), get("sig")) else { return Err(AuthError::Missing) };
+        // Each signing parameter exactly once, checked before any copy is used: with two
+        // `merchant`s (or `t`s, `k`s) the key and the checked values would depend on which
+        // copy a reader takes.
+        if ["merchant", "t", "k", "sig"].iter().any(|name| params.iter().filter(|(k, _)| k == name).count() != 1) {
+            return Err(AuthError::Malformed);
+        }
         let m = self.get(id).ok_or(AuthError::UnknownMerchant)?;
         let t: u64 = get("t").and_then(|t| t.parse().ok()).ok_or(AuthError::Malformed)?;
         let kid: u8 = get("k").and_then(|k| k.parse().ok()).ok_or(AuthError::Malformed)?;
         let mac = hex::decode(sig).ok().filter(|m| m.len() == 32).ok_or(AuthError::Malformed)?;
-        // Each signing parameter exactly once: with two `merchant`s (or `t`s, `k`s) the
-        // key and the checked values would depend on which copy a reader takes.
-        if ["merchant", "t", "k", "sig"].iter().any(|name| params.iter().filter(|(k, _)| k == name).count() != 1) {
-            return Err(AuthError::Malformed);
-        }
         if now_s.abs_diff(t) > self.tolerance_s {
             return Err(AuthError::Stale);
         }
@@ -311,6 +312,12 @@ mod tests {
             twice.push(("sig".into(), sig));
             assert_eq!(m.authenticate_postback(&twice, 1_796_000_100).unwrap_err(), AuthError::Malformed, "{name}");
         }
+        // Two different merchants, the first unknown: still malformed, not a lookup of either.
+        let mut two: Vec<(String, String)> = p.iter().filter(|(k, _)| k != "sig").cloned().collect();
+        two.insert(0, ("merchant".into(), "nosuch".into()));
+        let sig = sign_postback(S1.as_bytes(), &two);
+        two.push(("sig".into(), sig));
+        assert_eq!(m.authenticate_postback(&two, 1_796_000_100).unwrap_err(), AuthError::Malformed);
         p[3].1 = "A B/e".into();
         assert_eq!(m.authenticate_postback(&p, 1_796_000_100).unwrap_err(), AuthError::Mismatch);
     }

@@ -778,16 +778,20 @@ fn parse_click_entries(v: Value) -> Vec<(String, Vec<[String; 2]>)> {
         .into_iter()
         .map(|(id, fields)| {
             let mut clicks: Vec<[String; 2]> = Vec::new();
+            // The click a legacy `rec` belongs to: the one its `tok` started, never a line.
+            let mut open_tok: Option<usize> = None;
             for (name, value) in field_pairs(fields) {
                 if name == keys::CLICKS_FIELD {
                     clicks.extend(
                         crate::store::entry_clicks(&value)
                             .map(|(token, record, _)| [token.to_owned(), record.to_owned()]),
                     );
+                    open_tok = None;
                 } else if name == f_tok {
                     clicks.push([value, String::new()]);
+                    open_tok = Some(clicks.len() - 1);
                 } else if name == f_rec
-                    && let Some(click) = clicks.last_mut()
+                    && let Some(click) = open_tok.and_then(|i| clicks.get_mut(i))
                 {
                     click[1] = value;
                 }
@@ -830,10 +834,11 @@ mod tests {
                 entry("3-0", &["reason", "x"]),
                 entry("4-0", &["clicks", "t4 r4\nt5 r5"]),
                 entry("5-0", &["clicks", "t6 r6"]),
+                entry("6-0", &["tok", "t7", "clicks", "t8 r8", "rec", "r7"]),
             ]),
         ])]);
         let got = parse_click_entries(reply);
-        assert_eq!(got.len(), 5);
+        assert_eq!(got.len(), 6);
         let pair = |t: &str, r: &str| [t.to_owned(), r.to_owned()];
         // Entries of the earlier layout: a tok/rec group per click.
         assert_eq!(got[0], ("1-0".to_owned(), vec![pair("t1", "r1")]));
@@ -842,6 +847,8 @@ mod tests {
         // The current layout: one `clicks` field, a line per click.
         assert_eq!(got[3], ("4-0".to_owned(), vec![pair("t4", "r4"), pair("t5", "r5")]));
         assert_eq!(got[4].1, vec![pair("t6", "r6")]);
+        // Mixed (never written): a legacy `rec` belongs to its `tok`, not to a line.
+        assert_eq!(got[5].1, vec![pair("t7", ""), pair("t8", "r8")]);
     }
 
     /// A click-stream entry as the gateway writes it: a v7 token of `ms` and its record.
