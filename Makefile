@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_NOTE := 65682d4500000000380339a5
+# The gateway binary, in cargo's target directory (CARGO_TARGET_DIR when set).
+LINKLOOP := $(or $(CARGO_TARGET_DIR),target)/release/linkloop
 DEMO_URL := https://item.taobao.com/item.htm?spm=a230r.1.14.20.4a8966187RqiPv&id=533000737918&ns=1&abbucket=3\#detail
 
 .PHONY: run test deps build bench compare fmt lint
@@ -21,12 +23,12 @@ build: deps
 ## `make run CONFIG=linkloop.toml` starts it with a config file (merchants, keys, …).
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG))
 run: build
-	@link=$$(./target/release/linkloop mint $(CONFIG_ARG) --note $(DEMO_NOTE) --creator demo_creator --url '$(DEMO_URL)'); \
+	@link=$$($(LINKLOOP) mint $(CONFIG_ARG) --note $(DEMO_NOTE) --creator demo_creator --url '$(DEMO_URL)'); \
 	echo; echo "Demo tracked link (Taobao item 533000737918, note $(DEMO_NOTE)):"; \
 	echo "  $$link"; echo "Click it as a phone browser (curl's own User-Agent is recorded as a bot, not a click):"; \
 	echo "  curl -i -A 'Mozilla/5.0 (iPhone) Mobile' '$$link'"; \
 	echo "Admin token for the API: admin_token in the config, else in $${LINKLOOP_DATA_DIR:-./data}/dev-keys.toml"; echo
-	exec ./target/release/linkloop serve $(CONFIG_ARG)
+	exec $(LINKLOOP) serve $(CONFIG_ARG)
 
 ## Formatting, lints, and every test (unit, integration against real redis-server, doc tests).
 test: deps

@@ -319,6 +319,10 @@ impl Config {
         if self.attribution_window_days == 0 {
             bail!("attribution_window_days: must be positive");
         }
+        // A bearer token guessed is the whole admin API: as long as a signing secret.
+        if self.admin_token.as_ref().is_some_and(|t| t.expose_secret().len() < MIN_SECRET_BYTES) {
+            bail!("admin_token: must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)");
+        }
         for k in self.keys.link.iter().chain(&self.keys.jump) {
             if k.secret.expose_secret().len() < MIN_SECRET_BYTES {
                 bail!("keys: secret of kid {} must be at least {MIN_SECRET_BYTES} bytes", k.kid);
@@ -472,6 +476,11 @@ mod tests {
         assert!(format!("{e:#}").contains("bogus"), "{e:#}");
         let e = Config::from_toml_str("[keys]\nlink = [{kid = 1, secret = 'short'}]").unwrap_err();
         assert!(format!("{e:#}").contains("kid 1"));
+        for short in ["", "a", "0123456789abcdef0123456789abcde"] {
+            let e = Config::from_toml_str(&format!("admin_token = '{short}'")).unwrap_err();
+            assert!(format!("{e:#}").contains("admin_token: must be at least 32 bytes"), "{e:#}");
+        }
+        assert!(Config::from_toml_str("admin_token = '0123456789abcdef0123456789abcdef'").is_ok());
     }
 
     #[test]

@@ -10,6 +10,8 @@
 # Usage: [ROUNDS=3] loadtest/scripts/compare.sh [duration_s=10] [connections=64]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Binaries: cargo's target directory (CARGO_TARGET_DIR when set).
+BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 DUR=${1:-10}
 CONNS=${2:-64}
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
@@ -56,10 +58,10 @@ platforms = ["taobao", "tmall", "jd"]
 secrets = [{ kid = 1, secret = "$MERCHANT_SECRET" }]
 TOML
 export LINKLOOP_DATA_DIR="$WORK/data" LINKLOOP_LISTEN="127.0.0.1:$LL_PORT" LINKLOOP_WORKER_THREADS=1
-taskset -c 0 ./target/release/linkloop serve --config "$WORK/linkloop.toml" >"$WORK/linkloop.log" 2>&1 &
+taskset -c 0 "$BIN_DIR"/linkloop serve --config "$WORK/linkloop.toml" >"$WORK/linkloop.log" 2>&1 &
 GW_PID=$!
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$LL_PORT/readyz" >/dev/null && break; sleep 0.1; done
-LINK=$(./target/release/linkloop mint --config "$WORK/linkloop.toml" --note 65682d4500000000380339a5 --creator bench_creator \
+LINK=$("$BIN_DIR"/linkloop mint --config "$WORK/linkloop.toml" --note 65682d4500000000380339a5 --creator bench_creator \
   --url 'https://item.taobao.com/item.htm?id=533000737918')
 
 # A phone browser: without a browser-like User-Agent the gateway records a bot (non-billable).
@@ -67,7 +69,7 @@ UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 
 run_wrk() { taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H "User-Agent: $UA" "$1" | tee -a "$WORK/wrk.txt"; }
 rps() { awk '/Requests\/sec/ {print $2}'; }
 p99() { awk '/ 99%/ {print $2}'; }
-LT=./target/release/linkloop-loadtest
+LT="$BIN_DIR"/linkloop-loadtest
 # run_lt NAME ARGS...: the load tester on CPU 1, one thread; summary in $WORK/lt-NAME.json.
 run_lt() {
   local name=$1; shift

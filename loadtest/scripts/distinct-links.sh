@@ -18,6 +18,8 @@
 # Usage: [AGGREGATOR=off] [VARY=campaign|note] loadtest/scripts/distinct-links.sh [duration_s=10] [N=1000000]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Binaries: cargo's target directory (CARGO_TARGET_DIR when set).
+BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 DUR=${1:-10}
 N=${2:-1000000}
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
@@ -37,13 +39,13 @@ click_hard_limit_per_minute = 1000000000
 TOML
 [ "${AGGREGATOR:-on}" = off ] && echo "aggregator_enabled = false" >>"$WORK/linkloop.toml"
 export LINKLOOP_DATA_DIR="$WORK/data" LINKLOOP_LISTEN="127.0.0.1:$PORT" LINKLOOP_WORKER_THREADS=1
-taskset -c 0 ./target/release/linkloop serve --config "$WORK/linkloop.toml" >"$WORK/linkloop.log" 2>&1 &
+taskset -c 0 "$BIN_DIR"/linkloop serve --config "$WORK/linkloop.toml" >"$WORK/linkloop.log" 2>&1 &
 GW=$!
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "linkloop did not start:"; cat "$WORK/linkloop.log"; exit 1; }
 
 mint() {
-  ./target/release/linkloop mint --config "$WORK/linkloop.toml" --note 65682d4500000000380339a5 \
+  "$BIN_DIR"/linkloop mint --config "$WORK/linkloop.toml" --note 65682d4500000000380339a5 \
     --creator bench_creator --url 'https://item.taobao.com/item.htm?id=533000737918' "$@" 2>/dev/null
 }
 mint >"$WORK/links-1.txt"

@@ -7,6 +7,8 @@
 # Usage: loadtest/scripts/ip-flood.sh [duration_s=15]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Binaries: cargo's target directory (CARGO_TARGET_DIR when set).
+BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 DUR=${1:-15}
 cargo build --release --bin linkloop -q
 WORK=$(mktemp -d)
@@ -17,10 +19,10 @@ listen = "127.0.0.1:$PORT"
 data_dir = "$WORK/data"
 trusted_proxies = ["127.0.0.1/32"]
 TOML
-./target/release/linkloop serve --config "$WORK/flood.toml" >"$WORK/gw.log" 2>&1 &
+"$BIN_DIR"/linkloop serve --config "$WORK/flood.toml" >"$WORK/gw.log" 2>&1 &
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
 GW=$(pgrep -f "linkloop serve --config $WORK/flood.toml" | head -1)
-LINK=$(./target/release/linkloop mint --config "$WORK/flood.toml" --note 65682d4500000000380339a5 --creator flood \
+LINK=$("$BIN_DIR"/linkloop mint --config "$WORK/flood.toml" --note 65682d4500000000380339a5 --creator flood \
   --url 'https://item.taobao.com/item.htm?id=533000737918' 2>/dev/null)
 cat > "$WORK/flood.lua" <<'LUA'
 math.randomseed(os.time())

@@ -9,6 +9,8 @@
 # Usage: [GROUP=32] loadtest/scripts/redis-memory.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Binaries: cargo's target directory (CARGO_TARGET_DIR when set).
+BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 N=${1:-1000000}
 GROUP=${GROUP:-32}
 cargo build --release --bin linkloop -q
@@ -47,7 +49,7 @@ listen = "127.0.0.1:18398"
 data_dir = "$WORK/data"
 redis_url = "redis://127.0.0.1:$PORT/"
 TOML
-./target/release/linkloop serve --config "$WORK/agg.toml" >"$WORK/gw.log" 2>&1 &
+"$BIN_DIR"/linkloop serve --config "$WORK/agg.toml" >"$WORK/gw.log" 2>&1 &
 LAST=""
 for _ in $(seq 600); do
   CUR=$($R get ll:agg:cursor)

@@ -5,6 +5,8 @@
 # Usage: loadtest/scripts/spool-throughput.sh [duration_s=10] [connections=64]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Binaries: cargo's target directory (CARGO_TARGET_DIR when set).
+BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 DUR=${1:-10}
 CONNS=${2:-64}
 cargo build --release --bin linkloop -q
@@ -19,9 +21,9 @@ redis_url = "redis://127.0.0.1:$DEAD/"
 click_soft_limit_per_minute = 100000000
 click_hard_limit_per_minute = 100000000
 TOML
-LINKLOOP_WORKER_THREADS=1 taskset -c 0 ./target/release/linkloop serve --config "$WORK/spool.toml" >"$WORK/gw.log" 2>&1 &
+LINKLOOP_WORKER_THREADS=1 taskset -c 0 "$BIN_DIR"/linkloop serve --config "$WORK/spool.toml" >"$WORK/gw.log" 2>&1 &
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
-LINK=$(./target/release/linkloop mint --config "$WORK/spool.toml" --note 65682d4500000000380339a5 --creator spool \
+LINK=$("$BIN_DIR"/linkloop mint --config "$WORK/spool.toml" --note 65682d4500000000380339a5 --creator spool \
   --url 'https://item.taobao.com/item.htm?id=533000737918' 2>/dev/null)
 taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H 'User-Agent: Mozilla/5.0 (iPhone) Mobile' "$LINK" | grep -E "Requests/sec| 99%|Non-2xx"
 M=$(curl -s "http://127.0.0.1:$PORT/metrics")

@@ -244,9 +244,13 @@ pub async fn create_conversion_batch(
     rate_limit(&app, &merchant, u32::try_from(batch.conversions.len()).unwrap_or(u32::MAX))?;
     let mut results = Vec::with_capacity(batch.conversions.len());
     for (index, item) in batch.conversions.into_iter().enumerate() {
-        let outcome = match serde_json::from_value::<ConversionInput>(item) {
-            Ok(input) => process(&app, &merchant, input).await,
-            Err(e) => Err(super::error::json_error(e)),
+        let outcome = if item.is_object() {
+            match serde_json::from_value::<ConversionInput>(item) {
+                Ok(input) => process(&app, &merchant, input).await,
+                Err(e) => Err(super::error::json_error(e)),
+            }
+        } else {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "each conversion must be a JSON object"))
         };
         let entry = match outcome {
             Ok((status, accepted)) => {
@@ -310,9 +314,12 @@ pub async fn get_postback(State(app): State<AppState>, RawQuery(query): RawQuery
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("parameter {k} repeated")));
         }
         let value = if k == "amount" {
+            // Canonical decimal only, as the JSON form: no sign, no leading zero, so one
+            // amount has one spelling (`+5` or `05` would otherwise pass as 5).
+            let canonical = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && (v == "0" || !v.starts_with('0'));
             match v.parse::<i64>() {
-                Ok(n) => json!(n),
-                Err(_) => {
+                Ok(n) if canonical => json!(n),
+                _ => {
                     return Err(ApiError::field(
                         "amount",
                         "invalid_field",

@@ -147,10 +147,15 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Parses a JSON body into `T`: `400 malformed_json` for bad syntax, `400 invalid_body`
-/// (serde's message names the field) for the wrong shape.
+/// Parses a JSON object body into `T`: `400 malformed_json` for bad syntax, `400
+/// invalid_body` (serde's message names the field) for the wrong shape, including any
+/// top-level value that is not an object (serde would otherwise read a struct from a
+/// positional array, `["…", …]`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(json_error)
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => serde_json::from_slice(body).map_err(json_error),
+        Some(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "body must be a JSON object")),
+    }
 }
 
 /// Maps a serde_json error to our envelope.

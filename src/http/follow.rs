@@ -1,8 +1,9 @@
 //! `GET /j/{link}`: the redirect (the hot path).
 //!
 //! Verify the link (no Redis read), mint a click token, make the click durable
-//! (one `XADD`, bounded wait), answer `302` to the signed jump URL. `HEAD` gets
-//! the same `302` and records nothing. An invalid link gets a short `404` page
+//! (one `XADD`, bounded wait), answer `302` to the signed jump URL. `HEAD`, bots and
+//! soft-rate-limited clients get the same `302`, recorded in `ll:nonbillable` with their
+//! reason, never as a click. An invalid link gets a short `404` page
 //! and writes nothing. `Location` is built only from the verified link's
 //! `(platform, item_id, sku_id)`: nothing from the request is copied into it.
 

@@ -134,7 +134,7 @@ impl InputError {
 
     pub(crate) fn untrusted_host(host: &str, hosts_of: &str) -> InputError {
         let idn = host.split('.').any(|label| label.starts_with("xn--"));
-        let hint = if idn { " (it has non-ASCII, possibly look-alike, characters)" } else { "" };
+        let hint = if idn { " (an internationalised, punycode `xn--` name: possibly a look-alike)" } else { "" };
         InputError::new(InputErrorKind::UntrustedHost, format!("host {} is not a {hosts_of} host{hint}", quote(host)))
     }
 

@@ -9,7 +9,7 @@ fn config_file(dir: &std::path::Path, public_url: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "public_url = \"{public_url}\"\nadmin_token = \"t\"\n[keys]\nlink = [{{kid = 1, secret = \"{LINK_SECRET}\"}}]\njump = [{{kid = 1, secret = \"{JUMP_SECRET}\"}}]\nvisitor_secret = \"{VISITOR_SECRET}\"\n"
+            "public_url = \"{public_url}\"\nadmin_token = \"cli-admin-token-0123456789abcdef\"\n[keys]\nlink = [{{kid = 1, secret = \"{LINK_SECRET}\"}}]\njump = [{{kid = 1, secret = \"{JUMP_SECRET}\"}}]\nvisitor_secret = \"{VISITOR_SECRET}\"\n"
         ),
     )
     .unwrap();
@@ -90,6 +90,15 @@ async fn mint_cli_link_is_served_and_verify_jump_checks_it() {
     let (code, _, err) =
         linkloop(&["mint", "--config", bad.to_str().unwrap(), "--note", "x", "--creator", "c", "--url", "u"]);
     assert_eq!(code, 64, "{err}");
+    // Usage errors: exit 64 too (clap's own default would be 2); help is not an error.
+    let (code, _, err) = linkloop(&["bogus"]);
+    assert_eq!(code, 64, "{err}");
+    let (code, _, err) =
+        linkloop(&["mint", "--config", cfg, "--note", "n", "--creator", "c", "--url", "u", "--count", "0"]);
+    assert_eq!(code, 64, "{err}");
+    let (code, out, _) = linkloop(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Usage"), "{out}");
     app.stop().await;
 }
 

@@ -406,6 +406,68 @@ async fn batch_and_postback_forms() {
     let tampered = url.as_str().replace("amount=4200", "amount=4300");
     let res = app.client.get(tampered).send().await.unwrap();
     assert_eq!(res.status(), 401);
+    // One amount, one spelling: a signed `+5` or `05` is refused, as in the JSON form.
+    for amount in ["+5", "05", "-0", " 5", ""] {
+        let mut p: Vec<(String, String)> = params.iter().filter(|(k, _)| k != "sig").cloned().collect();
+        for (k, v) in &mut p {
+            match k.as_str() {
+                "amount" => *v = amount.to_owned(),
+                "order_id" => *v = format!("PB-{amount}"),
+                _ => {}
+            }
+        }
+        let sig = linkloop::conversion::auth::sign_postback(MERCHANT_SECRET_1.as_bytes(), &p);
+        p.push(("sig".into(), sig));
+        let url = reqwest::Url::parse_with_params(&format!("{}/v1/postback", app.base), &p).unwrap();
+        let res = app.client.get(url).send().await.unwrap();
+        assert_eq!(res.status(), 400, "amount {amount:?}");
+        assert_eq!(res.json::<Value>().await.unwrap()["field"], "amount", "amount {amount:?}");
+    }
+    app.stop().await;
+}
+
+/// A struct is never read from a positional JSON array (serde's derive would accept
+/// `["token", "order", …]`): the single form, the batch and each batch item answer
+/// `400 invalid_body`, and nothing is counted.
+#[tokio::test]
+async fn positional_arrays_are_not_conversions() {
+    let app = spawn_app().await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let o = body(&token, "ARR-1", "paid", 100, ts);
+    // `ConversionInput`'s field order: what serde's derive would read positionally.
+    let fields = [
+        "click_token",
+        "order_id",
+        "sub_order_id",
+        "status",
+        "raw_status",
+        "refund_id",
+        "amount",
+        "currency",
+        "occurred_at",
+        "item_id",
+    ];
+    let positional = Value::Array(fields.iter().map(|f| o.get(*f).cloned().unwrap_or(Value::Null)).collect());
+    for (path, b) in [
+        ("/v1/conversions", positional.clone()),
+        ("/v1/conversions/batch", json!([[o.clone()]])),
+        ("/v1/conversions/batch", json!([o.clone()])),
+    ] {
+        let (s, v, _) = app.post_conversion(path, "tmall-shop", MERCHANT_SECRET_1, 1, 0, &b.to_string()).await;
+        assert_eq!((s, v["code"].as_str()), (400, Some("invalid_body")), "{path} {b}: {v}");
+        assert_eq!(v["message"], "body must be a JSON object");
+    }
+    let batch = json!({"conversions": [positional, o]});
+    let (s, v, _) =
+        app.post_conversion("/v1/conversions/batch", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &batch.to_string()).await;
+    assert_eq!(s, 200, "{v}");
+    let codes: Vec<(u64, &str)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["status_code"].as_u64().unwrap(), r["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(codes, vec![(400, "invalid_body"), (201, "attributed")]);
     app.stop().await;
 }
 

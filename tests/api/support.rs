@@ -13,7 +13,7 @@ use secrecy::SecretString;
 pub const LINK_SECRET: &str = "test-link-secret-0123456789abcdef-0123456789";
 pub const JUMP_SECRET: &str = "test-jump-secret-0123456789abcdef-0123456789";
 pub const VISITOR_SECRET: &str = "test-visitor-secret-0123456789abcdef-012345";
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 /// A shopper's browser (reqwest sends no User-Agent by default, which is a bot).
 pub const SHOPPER_UA: &str =
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36";

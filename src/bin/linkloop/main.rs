@@ -148,7 +148,15 @@ impl ReportTarget {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 64 (EX_USAGE, sysexits.h) like configuration errors; `--help` and
+    // `--version` print to stdout and exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
+        }
+    };
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match Config::load(cli.config.as_deref(), &env) {
         Ok(c) => c,
