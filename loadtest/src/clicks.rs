@@ -284,7 +284,12 @@ pub async fn worker(ctx: Arc<ClickCtx>, id: u64, seed: u64) -> WorkerOut {
         carried: None,
     };
     loop {
-        if c.carried.is_none() && ctx.dispenser.is_stopped() {
+        // The run is over (stopped, or `start + duration` passed): no new connection, and a
+        // ticket carried over from a replaced connection is not sent any more.
+        if ctx.dispenser.is_over() {
+            if c.carried.take().is_some() {
+                ctx.dispenser.give_back();
+            }
             break;
         }
         let stream = match tokio::time::timeout(ctx.timeout, TcpStream::connect(ctx.addr)).await {
@@ -295,9 +300,6 @@ pub async fn worker(ctx: Arc<ClickCtx>, id: u64, seed: u64) -> WorkerOut {
                 // Give the ticket up (the request was never sent) and back off a little.
                 c.carried = None;
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                if Instant::now() >= ctx.dispenser.deadline() || ctx.dispenser.is_stopped() {
-                    break;
-                }
                 continue;
             }
         };
@@ -316,6 +318,11 @@ pub async fn worker(ctx: Arc<ClickCtx>, id: u64, seed: u64) -> WorkerOut {
 /// The next ticket (a carried one first), paced to its planned time; `None` when the run is over.
 async fn next(ctx: &ClickCtx, c: &mut Conn) -> Option<Ticket> {
     let ticket = match c.carried.take() {
+        // Reconnecting took until the end of the run: that request is not sent.
+        Some(_) if ctx.dispenser.is_over() => {
+            ctx.dispenser.give_back();
+            return None;
+        }
         Some(t) => t,
         None => ctx.dispenser.claim()?,
     };

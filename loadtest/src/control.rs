@@ -31,8 +31,53 @@ pub struct Answer {
 pub struct CallError {
     /// What went wrong.
     pub kind: ErrorKind,
-    /// Details.
+    /// A short sentence naming the gateway and the cause, e.g. `gateway unreachable at
+    /// http://127.0.0.1:8080 (connection refused)`.
     pub message: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl CallError {
+    /// Whether the gateway could not be reached at all (no connection).
+    pub fn unreachable(&self) -> bool {
+        self.kind == ErrorKind::Connect
+    }
+}
+
+/// The cause of a failed call in a few words (`connection refused`, `connection timed out`,
+/// `DNS lookup failed: …`), from the innermost error that says something.
+pub fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut dns = false;
+    let mut last = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            let what = match io.kind() {
+                K::ConnectionRefused => "connection refused".to_owned(),
+                K::TimedOut => "connection timed out".to_owned(),
+                K::ConnectionReset => "connection reset".to_owned(),
+                K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => "connection closed".to_owned(),
+                K::AddrNotAvailable | K::HostUnreachable | K::NetworkUnreachable => format!("unreachable: {io}"),
+                _ => io.to_string(),
+            };
+            return if dns { format!("DNS lookup failed: {what}") } else { what };
+        }
+        let text = err.to_string();
+        dns |= text.starts_with("dns error");
+        if !text.is_empty() {
+            last = text;
+        }
+        cur = err.source();
+    }
+    if dns { format!("DNS lookup failed: {last}") } else { last }
 }
 
 /// The control client of one gateway.
@@ -139,10 +184,7 @@ impl Control {
     async fn send(&self, b: http::request::Builder, body: Bytes) -> Result<Answer, CallError> {
         let req = b.body(Full::new(body)).map_err(|e| CallError { kind: ErrorKind::Io, message: e.to_string() })?;
         let fut = async {
-            let res = self.client.request(req).await.map_err(|e| {
-                let kind = if e.is_connect() { ErrorKind::Connect } else { ErrorKind::Io };
-                CallError { kind, message: format!("{e:?}") }
-            })?;
+            let res = self.client.request(req).await.map_err(|e| self.call_error(&e))?;
             let status = res.status().as_u16();
             let retry_after = res
                 .headers()
@@ -153,15 +195,35 @@ impl Control {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| CallError { kind: ErrorKind::Io, message: e.to_string() })?
+                .map_err(|e| CallError {
+                    kind: ErrorKind::Io,
+                    message: format!("connection to {} broken while reading an answer ({})", self.origin, cause(&e)),
+                })?
                 .to_bytes();
             Ok(Answer { status, retry_after, body })
         };
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => {
-                Err(CallError { kind: ErrorKind::Timeout, message: format!("no answer within {:?}", self.timeout) })
-            }
+            Err(_) => Err(CallError {
+                kind: ErrorKind::Timeout,
+                message: format!("no answer from {} within {:?}", self.origin, self.timeout),
+            }),
         }
+    }
+
+    /// A short sentence for a failed request (never the Debug form of hyper's errors).
+    fn call_error(&self, e: &hyper_util::client::legacy::Error) -> CallError {
+        if e.is_connect() {
+            let message = format!("gateway unreachable at {} ({})", self.origin, cause(e));
+            CallError { kind: ErrorKind::Connect, message }
+        } else {
+            let message = format!("connection to {} failed ({})", self.origin, cause(e));
+            CallError { kind: ErrorKind::Io, message }
+        }
+    }
+
+    /// `http://host:port` of the gateway.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 }

@@ -7,10 +7,16 @@
 //! `503`, a timeout or a broken connection the same body is re-signed and sent again,
 //! up to [`ATTEMPTS`] times. A `200` after an attempt with no answer means that attempt
 //! was counted, so the tester's own books stay exact.
+//!
+//! A gateway that refuses every connection for `--timeout` (no answer in between) is taken
+//! as gone ([`Reach`]): reports are no longer retried, and once the clicks are done the
+//! queued ones are dropped as not delivered, so the run ends about `--timeout` after
+//! `--duration` instead of retrying each report against a dead gateway.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -93,6 +99,49 @@ pub struct ConvConfig {
     pub notes: usize,
     /// Random seed.
     pub seed: u64,
+    /// How long the gateway may refuse every connection before it is taken as gone ([`Reach`]).
+    pub give_up_after: Duration,
+}
+
+/// Whether the gateway still answers: it is taken as gone once every call for
+/// `give_up_after` failed to connect (no answer in between).
+#[derive(Debug)]
+pub struct Reach {
+    origin: Instant,
+    give_up_after: Duration,
+    /// Microseconds after `origin` of the first refused connection since the last answer, plus 1 (0: none).
+    refused_since: AtomicU64,
+}
+
+impl Reach {
+    /// A tracker that gives up after `give_up_after` of refused connections.
+    pub fn new(give_up_after: Duration) -> Reach {
+        Reach { origin: Instant::now(), give_up_after, refused_since: AtomicU64::new(0) }
+    }
+
+    /// An answer came: the gateway is there.
+    pub fn answered(&self) {
+        self.refused_since.store(0, AtomicOrdering::Relaxed);
+    }
+
+    /// A connection could not be made at `now`.
+    pub fn refused(&self, now: Instant) {
+        let t = u64::try_from(now.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX - 1) + 1;
+        let _ = self.refused_since.compare_exchange(0, t, AtomicOrdering::Relaxed, AtomicOrdering::Relaxed);
+    }
+
+    /// When the gateway is (or will be, unless it answers first) taken as gone.
+    pub fn gone_at(&self) -> Option<Instant> {
+        match self.refused_since.load(AtomicOrdering::Relaxed) {
+            0 => None,
+            t => Some(self.origin + Duration::from_micros(t - 1) + self.give_up_after),
+        }
+    }
+
+    /// Whether the gateway is taken as gone at `now`.
+    pub fn gone(&self, now: Instant) -> bool {
+        self.gone_at().is_some_and(|t| now >= t)
+    }
 }
 
 /// Per-note conversion books.
@@ -136,6 +185,9 @@ pub struct ConvOutcome {
     pub unknown: u64,
     /// Reports still queued when the drain deadline passed (never sent).
     pub not_sent: u64,
+    /// Reports never delivered because the gateway refused every connection (every attempt
+    /// refused, or given up once the gateway was taken as gone): not counted on either side.
+    pub unreachable: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +234,8 @@ enum Delivery {
     Throttled,
     /// No answer, or a `503 timeout`, on the last attempt.
     Unknown,
+    /// Every attempt failed to connect: never reached the gateway.
+    Unreachable,
 }
 
 struct Sent {
@@ -190,11 +244,16 @@ struct Sent {
     errors: Vec<ErrorKind>,
 }
 
-async fn deliver(control: &Control, cfg: &ConvConfig, body: Bytes) -> Sent {
+async fn deliver(control: &Control, cfg: &ConvConfig, reach: &Reach, body: Bytes) -> Sent {
     let mut answers = Vec::new();
     let mut errors = Vec::new();
     let mut unknown_before = false;
     for attempt in 0..ATTEMPTS {
+        // No retry against a gateway taken as gone.
+        if attempt > 0 && reach.gone(Instant::now()) {
+            let delivery = if unknown_before { Delivery::Unknown } else { Delivery::Unreachable };
+            return Sent { delivery, answers, errors };
+        }
         let sig = sign(&cfg.secret, cfg.kid, now_ms() / 1000, &body);
         let started = Instant::now();
         let res = control.post_conversion(body.clone(), &cfg.merchant, &sig).await;
@@ -202,6 +261,7 @@ async fn deliver(control: &Control, cfg: &ConvConfig, body: Bytes) -> Sent {
         let backoff = Duration::from_millis(100 << attempt.min(4));
         match res {
             Ok(a) => {
+                reach.answered();
                 answers.push((a.status, started.elapsed()));
                 match a.status {
                     201 => return Sent { delivery: Delivery::Counted(a.body), answers, errors },
@@ -234,8 +294,15 @@ async fn deliver(control: &Control, cfg: &ConvConfig, body: Bytes) -> Sent {
                 errors.push(e.kind);
                 // Connect errors never reached the gateway; anything else may have.
                 unknown_before |= e.kind != ErrorKind::Connect;
+                if e.unreachable() {
+                    reach.refused(Instant::now());
+                }
                 if last {
-                    let delivery = if unknown_before { Delivery::Unknown } else { Delivery::Throttled };
+                    let delivery = match (unknown_before, answers.is_empty()) {
+                        (true, _) => Delivery::Unknown,
+                        (false, true) => Delivery::Unreachable,
+                        (false, false) => Delivery::Throttled,
+                    };
                     return Sent { delivery, answers, errors };
                 }
                 tokio::time::sleep(backoff).await;
@@ -250,7 +317,9 @@ fn code_of(body: &[u8]) -> Option<String> {
 }
 
 /// Runs the conversion driver until the click connections are done (the seed channel
-/// closes) and every queued report is sent, or `drain` after the channel closed.
+/// closes) and every queued report is sent, or `drain` after the channel closed, or, once
+/// the channel closed, the gateway is taken as gone ([`Reach`], `cfg.give_up_after` of
+/// refused connections): the queued reports are then counted as not delivered.
 pub async fn drive(
     control: Control,
     cfg: Arc<ConvConfig>,
@@ -266,7 +335,14 @@ pub async fn drive(
     let mut seq = 0u64;
     let mut closed_deadline: Option<Instant> = None;
     let concurrency = cfg.concurrency.max(1);
+    let reach = Arc::new(Reach::new(cfg.give_up_after));
     loop {
+        // The clicks are done and the gateway is gone: drop the queue (the reports in flight
+        // make no further attempt and come back at once).
+        if closed_deadline.is_some() && reach.gone(Instant::now()) {
+            out.unreachable += heap.len() as u64;
+            heap.clear();
+        }
         if closed_deadline.is_some() && heap.is_empty() && inflight.is_empty() {
             break;
         }
@@ -295,9 +371,9 @@ pub async fn drive(
                     body.clone()
                 }
             };
-            let (control, cfg) = (control.clone(), cfg.clone());
+            let (control, cfg, reach) = (control.clone(), cfg.clone(), reach.clone());
             inflight.spawn(async move {
-                let sent = deliver(&control, &cfg, body).await;
+                let sent = deliver(&control, &cfg, &reach, body).await;
                 (job.action, sent)
             });
         }
@@ -339,6 +415,7 @@ pub async fn drive(
             },
             () = sleep_until_opt(next_due) => {},
             () = sleep_until_opt(closed_deadline) => {},
+            () = sleep_until_opt(reach.gone_at().filter(|_| closed_deadline.is_some() && !heap.is_empty())) => {},
         }
     }
     (out, rec)
@@ -374,6 +451,10 @@ fn first_delivery_counted(out: &mut ConvOutcome, d: Delivery) -> bool {
             out.unknown += 1;
             false
         }
+        Delivery::Unreachable => {
+            out.unreachable += 1;
+            false
+        }
     }
 }
 
@@ -407,6 +488,7 @@ fn settle(out: &mut ConvOutcome, cfg: &ConvConfig, rng: &mut SmallRng, action: A
             Delivery::Rejected(code) => reject(out, code),
             Delivery::Throttled => out.throttled += 1,
             Delivery::Unknown => out.unknown += 1,
+            Delivery::Unreachable => out.unreachable += 1,
         },
         Action::Refund { note, amount, .. } => {
             let counted = first_delivery_counted(out, d);

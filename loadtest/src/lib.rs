@@ -19,6 +19,13 @@
 //!    gateway does not export it. It counts every click the gateway aggregated in between,
 //!    so other traffic on the same gateway is included.
 //!
+//! The run always ends by itself, about on time: no click request is started at or after
+//! `start + --duration` (open loop included: requests planned but not sent by then are
+//! counted and reported as not sent), requests in flight get `--timeout`, and conversion
+//! callbacks to a gateway that refuses connections are given up after `--timeout`. Once
+//! the load ran, its measurements are always returned; a verification that could not be
+//! done (gateway gone, stats API failing) is reported in [`Summary::error`].
+//!
 //! `--target-kind plain` only GETs one URL (no setup, no verification), to compare the
 //! tester's own speed with `wrk` against the same target.
 //!
@@ -59,7 +66,7 @@ use http::{HeaderValue, Uri};
 use rand::{Rng, SeedableRng};
 
 pub use crate::opts::{Opts, TargetKind};
-pub use crate::report::Summary;
+pub use crate::report::{OpenLoopTally, Summary};
 
 use crate::clicks::{ClickCtx, ClickObs, ConversionHook, Target};
 use crate::control::Control;
@@ -74,8 +81,11 @@ use crate::verify::{Expected, VerifyReport};
 /// Runs the load test described by `opts` to its end (it always stops by itself).
 ///
 /// # Errors
-/// Bad options, an unreachable target, minting or the stats API failing. A
-/// verification that finds differences is *not* an error: see [`Summary::passed`].
+/// Bad options, an unreachable target or minting failing: anything before the load. Once
+/// the load ran, the summary is returned whatever happens after it: a verification that
+/// could not be done (gateway unreachable, stats API or Redis failing) is in
+/// [`Summary::error`], one that finds differences in [`Summary::verification`]; see
+/// [`Summary::passed`].
 pub async fn run(opts: Opts) -> anyhow::Result<Summary> {
     run_until(opts, std::future::pending()).await
 }
@@ -100,7 +110,7 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
     let host_port = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
     let addr: SocketAddr = tokio::net::lookup_host(&host_port)
         .await
-        .with_context(|| format!("resolving {host_port}"))?
+        .map_err(|e| anyhow::anyhow!("cannot resolve {} (DNS lookup failed: {e})", authority.host()))?
         .next()
         .with_context(|| format!("{host_port} resolves to nothing"))?;
     let seed = opts.seed.unwrap_or_else(|| {
@@ -159,6 +169,7 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
             link_notes: plan.links.iter().map(|l| l.note).collect(),
             notes: plan.notes.len(),
             seed,
+            give_up_after: opts.timeout,
         })),
         _ => None,
     };
@@ -219,6 +230,10 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
     }
     let load_end = Instant::now();
     let last_click = last_answer.unwrap_or(load_end);
+    let open_loop = match (opts.rate, ctx.dispenser.tally()) {
+        (Some(rate), Some(t)) => Some(OpenLoopTally::new(rate, t, ctx.dispenser.is_stopped())),
+        _ => None,
+    };
     stopper.abort();
     drop(ctx); // closes the conversion queue: the driver drains and ends
     // While conversions drain, measure how long the gateway takes to count every click.
@@ -235,11 +250,16 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         }
         _ => None,
     };
+    // What kept the run from finishing once the load ran (the measurements are kept).
+    let mut error: Option<String> = None;
     let (conv, conv_rec, conv_end) = match driver {
-        Some(d) => {
-            let (o, r) = d.await.context("conversion driver")?;
-            (Some(o), Some(r), Instant::now())
-        }
+        Some(d) => match d.await {
+            Ok((o, r)) => (Some(o), Some(r), Instant::now()),
+            Err(e) => {
+                error = Some(format!("conversion driver failed: {e}"));
+                (None, None, Instant::now())
+            }
+        },
         None => (None, None, load_end),
     };
     let _ = done_tx.send(true);
@@ -251,14 +271,27 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
 
     // Verification.
     let verification = match (&plan, click_lag) {
-        (Some(plan), Some(lag)) => {
-            let (_, lag, polls) = lag.await.context("stats poller")??;
-            // Conversions count synchronously: once the clicks matched, the rest must at once.
-            let wait = if lag.is_some() { opts.verify_timeout.min(Duration::from_secs(2)) } else { Duration::ZERO };
-            let mut v = verify_run(&opts, &control, plan, &obs, conv.as_ref(), range, run_started_ms, wait).await?;
-            v.lag_ms = lag.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            v.polls += polls;
-            Some(v)
+        (Some(plan), Some(lag)) if error.is_none() => {
+            let verified = async {
+                let (_, lag, polls) = lag.await.context("stats poller")??;
+                // Conversions count synchronously: once the clicks matched, the rest must at once.
+                let wait = if lag.is_some() { opts.verify_timeout.min(Duration::from_secs(2)) } else { Duration::ZERO };
+                let mut v = verify_run(&opts, &control, plan, &obs, conv.as_ref(), range, run_started_ms, wait).await?;
+                v.lag_ms = lag.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                v.polls += polls;
+                anyhow::Ok(v)
+            };
+            match verified.await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    error = Some(verification_error(&e));
+                    None
+                }
+            }
+        }
+        (_, Some(lag)) => {
+            lag.abort();
+            None
         }
         _ => None,
     };
@@ -303,10 +336,12 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         creators: plan.as_ref().map_or(0, |p| p.creators.len()),
         refused_urls: plan.as_ref().map_or_else(Vec::new, |p| p.refused.clone()),
         clicks: totals,
+        open_loop,
         endpoints: rec.summary(elapsed),
         conversions: conv,
         verification,
         aggregation_lag,
+        error,
     };
     if let Some(path) = &opts.json {
         let text = serde_json::to_string_pretty(&summary)?;
@@ -367,6 +402,15 @@ async fn verify_run(
         poll_interval_ms: u64::try_from(verify::poll_interval(plan.creators.len()).as_millis()).unwrap_or(0),
         bots_counted: opts.bots_counted,
     })
+}
+
+/// Why the verification could not be done, in one sentence: the gateway unreachable (or
+/// not answering) when a call got no answer, the whole error chain otherwise.
+fn verification_error(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<control::CallError>() {
+        Some(c) => format!("verification not possible: {c}"),
+        None => format!("verification not possible: {e:#}"),
+    }
 }
 
 /// Creator index of each note (note `k` belongs to creator `k % creators`, as minted).

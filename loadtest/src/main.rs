@@ -1,6 +1,7 @@
 //! `linkloop-loadtest`: see the library (`loadtest::run`) for what it does.
 //! Exit status: 0 when the run (and its verification) passed, 1 when the verification
-//! found a difference, 2 on an error.
+//! found a difference, 2 on an error (after the load, with its measurements still printed),
+//! 3 when an open-loop run did not reach its rate (more than 1% of the planned requests unsent).
 
 use std::process::ExitCode;
 
@@ -33,7 +34,16 @@ fn main() -> ExitCode {
             if let Some(p) = json {
                 println!("summary written to {}", p.display());
             }
-            if summary.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if let Some(e) = &summary.error {
+                eprintln!("linkloop-loadtest: {e}");
+                ExitCode::from(2)
+            } else if !summary.passed() {
+                ExitCode::from(1)
+            } else if !summary.rate_reached() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("linkloop-loadtest: {e:#}");

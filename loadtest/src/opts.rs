@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 /// `--target-kind plain`) and verify afterwards that every click and conversion was
 /// recorded exactly once.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "linkloop-loadtest", version, about, long_about = None)]
+#[command(name = "linkloop-loadtest", version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Opts {
     /// Gateway base URL (`http://host:port`); with `--target-kind plain`, the URL to GET.
     pub base_url: String,
@@ -37,7 +37,9 @@ pub struct Opts {
     #[arg(long, value_enum, default_value_t = crate::clicks::ClientKind::Raw)]
     pub client: crate::clicks::ClientKind,
 
-    /// Per-request time limit; a request past it counts as a `timeout` error.
+    /// Per-request time limit; a request past it counts as a `timeout` error. Also bounds the end
+    /// of the run: requests in flight at the end of `--duration` get this long, and conversion
+    /// callbacks are given up once the gateway has refused every connection for this long.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub timeout: Duration,
 
@@ -177,6 +179,19 @@ impl Opts {
         Opts::try_parse_from(all)
     }
 }
+
+const AFTER_HELP: &str = "\
+The run always ends by itself, about on time: no click request starts after --duration (or
+--requests), in either loop, and requests in flight then get --timeout. Open loop: requests
+planned but not sent by then (the target or the tester could not keep up) are counted as not
+sent, with a warning. Queued conversion callbacks get at most 3 x --conversion-delay + 5 x
+--timeout + 5 s more, and are dropped at once when the gateway has refused every connection
+for --timeout. Once the load ran its measurements are printed (and --json written) even when
+the verification cannot be done.
+
+Exit status: 0 passed; 1 the verification found a difference; 2 an error (e.g. the gateway
+unreachable: before the load, or after it with the verification not possible); 3 open loop:
+the requested rate was not reached (more than 1% of the planned requests not sent).";
 
 /// What `BASE_URL` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

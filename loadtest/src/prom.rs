@@ -224,8 +224,7 @@ impl HistogramSnapshot {
 /// # Errors
 /// No answer, a status other than 200, a body that is not UTF-8 or a malformed line.
 pub async fn scrape(control: &Control, name: &str) -> Result<Option<HistogramSnapshot>, String> {
-    let a =
-        control.get_public("/metrics").await.map_err(|e| format!("GET /metrics: {}: {}", e.kind.name(), e.message))?;
+    let a = control.get_public("/metrics").await.map_err(|e| format!("GET /metrics: {}", e.message))?;
     if a.status != 200 {
         return Err(format!("GET /metrics answered {}", a.status));
     }

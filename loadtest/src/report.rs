@@ -29,6 +29,74 @@ pub struct ClickTotals {
     pub no_token: u64,
 }
 
+/// Open loop: the requests planned against those sent. A tester (or target) that cannot
+/// keep up falls behind schedule; whatever is still unsent at the end of `--duration` is
+/// never sent, so the run ends on time and the shortfall shows here.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OpenLoopTally {
+    /// Requested rate, requests/s.
+    pub requested_rate: f64,
+    /// Requests planned from the start to the end of the run (to the stop when
+    /// interrupted), at most `--requests`.
+    pub planned: u64,
+    /// Requests sent (tried: failures are in the endpoints' error counts).
+    pub sent: u64,
+    /// Planned but never sent: the run ended behind schedule.
+    pub not_sent: u64,
+    /// Rate actually sent, requests/s: `requested_rate × sent / planned`.
+    pub achieved_rate: f64,
+    /// The run was interrupted (Ctrl-C).
+    pub interrupted: bool,
+    /// At most [`OpenLoopTally::TOLERANCE`] of the planned requests went unsent.
+    pub rate_reached: bool,
+}
+
+impl OpenLoopTally {
+    /// Share of the planned requests that may go unsent with the rate still taken as reached.
+    pub const TOLERANCE: f64 = 0.01;
+
+    /// The tally of a run at `rate` requests/s.
+    pub fn new(rate: f64, t: crate::schedule::Tally, interrupted: bool) -> OpenLoopTally {
+        #[allow(clippy::cast_precision_loss)]
+        let (planned, sent, not_sent) = (t.planned as f64, t.sent.min(t.planned) as f64, t.not_sent as f64);
+        OpenLoopTally {
+            requested_rate: rate,
+            planned: t.planned,
+            sent: t.sent,
+            not_sent: t.not_sent,
+            achieved_rate: if t.planned == 0 { rate } else { rate * sent / planned },
+            interrupted,
+            rate_reached: not_sent <= planned * Self::TOLERANCE,
+        }
+    }
+
+    /// `open loop: planned N, sent M, not sent K`.
+    pub fn line(&self) -> String {
+        format!(
+            "open loop: planned {}, sent {}, not sent {}{}",
+            self.planned,
+            self.sent,
+            self.not_sent,
+            if self.interrupted { " (interrupted: planned up to the stop)" } else { "" }
+        )
+    }
+
+    /// The warning printed when the requested rate was not reached.
+    pub fn warning(&self) -> Option<String> {
+        if self.rate_reached {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let pct = 100.0 * self.not_sent as f64 / self.planned.max(1) as f64;
+        Some(format!(
+            "WARNING: requested rate NOT reached: {:.0} req/s sent of {} req/s requested.\n\
+             WARNING: {} of {} planned requests ({pct:.1}%) were never sent: the run ended behind schedule \
+             (the target or the tester could not keep up); latencies are of the {} sent, from their planned times.",
+            self.achieved_rate, self.requested_rate, self.not_sent, self.planned, self.sent
+        ))
+    }
+}
+
 /// Everything a run measured and checked.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -60,6 +128,8 @@ pub struct Summary {
     pub refused_urls: Vec<(String, String)>,
     /// Click requests by kind.
     pub clicks: ClickTotals,
+    /// Open loop: planned, sent and not sent requests, and whether the rate was reached.
+    pub open_loop: Option<OpenLoopTally>,
     /// Per endpoint: rate, latency percentiles, statuses, errors.
     pub endpoints: Vec<EndpointSummary>,
     /// The conversion books (when conversions were sent).
@@ -68,12 +138,21 @@ pub struct Summary {
     pub verification: Option<VerifyReport>,
     /// The gateway's aggregation lag over the run, from its `/metrics` histogram (not with plain).
     pub aggregation_lag: Option<AggregationLag>,
+    /// What kept the run from finishing after the load (e.g. `verification not possible:
+    /// gateway unreachable at http://… (connection refused)`); the measurements above stand.
+    pub error: Option<String>,
 }
 
 impl Summary {
-    /// True unless a verification ran and failed.
+    /// True unless a verification ran and failed, or could not be done ([`Summary::error`]).
     pub fn passed(&self) -> bool {
-        self.verification.as_ref().is_none_or(|v| v.passed)
+        self.error.is_none() && self.verification.as_ref().is_none_or(|v| v.passed)
+    }
+
+    /// False when an open-loop run left more than [`OpenLoopTally::TOLERANCE`] of its planned
+    /// requests unsent (the requested rate was not reached); true otherwise.
+    pub fn rate_reached(&self) -> bool {
+        self.open_loop.is_none_or(|o| o.rate_reached)
     }
 
     /// The summary of `e`, if it saw traffic.
@@ -150,11 +229,24 @@ impl Summary {
         if self.mode == "open" {
             let _ = writeln!(s, "  (open loop: latency from each request's planned send time)");
         }
+        if let Some(o) = &self.open_loop {
+            let _ = writeln!(s, "{}", o.line());
+        }
         if let Some(c) = &self.conversions {
             let _ = writeln!(
                 s,
-                "conversions: {} paid sent, {} counted; {} duplicate deliveries ({} × 200); {} refunds sent, {} counted",
-                c.paid_sent, c.paid_accepted, c.duplicates_sent, c.duplicates_ok, c.refunds_sent, c.refunds_accepted
+                "conversions: {} paid sent, {} counted; {} duplicate deliveries ({} × 200); {} refunds sent, {} counted{}",
+                c.paid_sent,
+                c.paid_accepted,
+                c.duplicates_sent,
+                c.duplicates_ok,
+                c.refunds_sent,
+                c.refunds_accepted,
+                if c.unreachable > 0 {
+                    format!("; {} not delivered (gateway unreachable)", c.unreachable)
+                } else {
+                    String::new()
+                }
             );
         }
         if let Some(v) = &self.verification {
@@ -196,6 +288,14 @@ impl Summary {
             let _ = writeln!(s, "{}", if v.passed { "VERIFICATION PASSED" } else { "VERIFICATION FAILED" });
         } else if let Some(lag) = &self.aggregation_lag {
             let _ = writeln!(s, "{}", lag.line());
+        }
+        if let Some(e) = &self.error {
+            let _ = writeln!(s, "ERROR: {e}");
+        }
+        // Last, where it cannot be missed.
+        if let Some(w) = self.open_loop.as_ref().and_then(OpenLoopTally::warning) {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "{w}");
         }
         s
     }
@@ -245,10 +345,13 @@ pub async fn progress(
         let rps = (answered - last.0) as f64 / (now - last.1).as_secs_f64().max(1e-9);
         last = (answered, now);
         let elapsed = started.elapsed();
+        // The run ends by count or by time, whichever comes first (an open loop behind
+        // schedule ends by time with planned requests unsent).
+        let by_time = elapsed.as_secs_f64() / duration.as_secs_f64().max(1e-9);
         #[allow(clippy::cast_precision_loss)]
         let frac = match dispenser_total {
-            Some(t) if t > 0 => answered as f64 / t as f64,
-            _ => elapsed.as_secs_f64() / duration.as_secs_f64().max(1e-9),
+            Some(t) if t > 0 => (answered as f64 / t as f64).max(by_time),
+            _ => by_time,
         }
         .clamp(0.0, 1.0);
         let conv = if conv > 0 { format!("  {conv} conversion answers") } else { String::new() };

@@ -346,6 +346,9 @@ pub async fn mint_links(
             Ok(r) => r,
             Err(e) => {
                 rec.error(Endpoint::Mint, e.kind);
+                if e.unreachable() {
+                    anyhow::bail!("cannot mint links: {}", e.message);
+                }
                 anyhow::bail!("minting a link for {url:?}: {}", e.message);
             }
         };

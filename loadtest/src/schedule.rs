@@ -13,7 +13,13 @@
 //! ([`TIMER_SLACK`]), never late unless the tester is saturated, and its latency is
 //! measured from the earlier of its planned and its actual send time ([`latency_origin`]):
 //! a late request is charged its wait, an early one only its service time.
+//!
+//! Either loop hands out **no ticket at or after `start + duration`**, so a run always ends
+//! about on time: the requests in flight then get their `--timeout`, nothing more. In the
+//! open loop a tester (or target) that cannot keep up falls behind schedule, and the
+//! tickets still unclaimed at the end are never sent: [`Dispenser::tally`] counts them.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -58,10 +64,15 @@ impl Schedule {
         while n > 0 && self.offset(n - 1) >= duration {
             n -= 1;
         }
-        while self.offset(n) < duration {
+        while n < u64::MAX && self.offset(n) < duration {
             n += 1;
         }
         n
+    }
+
+    /// The rate, requests per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
     }
 }
 
@@ -74,16 +85,33 @@ pub struct Ticket {
     pub planned: Option<Instant>,
 }
 
+/// Open loop: the planned requests of the run against those sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests planned from the start to the end of the run (`--duration`, or the stop
+    /// when interrupted), at most `--requests`.
+    pub planned: u64,
+    /// Tickets handed to a connection and tried (failed tries are in the error counts).
+    pub sent: u64,
+    /// Planned but never sent: the run ended behind schedule (`planned - sent`, at least 0).
+    pub not_sent: u64,
+}
+
 /// The shared ticket counter and the stop conditions (duration, request count, stop flag).
 #[derive(Debug)]
 pub struct Dispenser {
+    /// Tickets handed out (a claim refused for time or stop does not count).
     next: AtomicU64,
     /// Tickets `>= limit` are never handed out.
     limit: u64,
-    /// Closed loop: no ticket is handed out at or after this instant.
+    /// No ticket is handed out at or after this instant (`start + duration`).
     deadline: Instant,
     schedule: Option<Schedule>,
     stopped: AtomicBool,
+    /// When [`Dispenser::stop`] was first called.
+    stopped_at: OnceLock<Instant>,
+    /// Tickets handed back unsent ([`Dispenser::give_back`]).
+    returned: AtomicU64,
 }
 
 impl Dispenser {
@@ -95,10 +123,13 @@ impl Dispenser {
             deadline: start + duration,
             schedule: None,
             stopped: AtomicBool::new(false),
+            stopped_at: OnceLock::new(),
+            returned: AtomicU64::new(0),
         }
     }
 
-    /// Open loop: `schedule`, requests planned within `duration`, at most `requests` tickets.
+    /// Open loop: `schedule`, requests planned within `duration`, at most `requests` tickets;
+    /// none handed out at or after `start + duration`, however far behind schedule.
     pub fn open(schedule: Schedule, duration: Duration, requests: Option<u64>) -> Dispenser {
         let limit = schedule.count_within(duration).min(requests.unwrap_or(u64::MAX));
         Dispenser {
@@ -107,27 +138,43 @@ impl Dispenser {
             deadline: schedule.start + duration,
             schedule: Some(schedule),
             stopped: AtomicBool::new(false),
+            stopped_at: OnceLock::new(),
+            returned: AtomicU64::new(0),
         }
     }
 
-    /// The next ticket, or `None` when the run is over.
+    /// The next ticket, or `None` when the run is over: stopped, `start + duration` reached
+    /// (in the open loop too, even when tickets planned before it are still unclaimed), or
+    /// every ticket handed out.
     pub fn claim(&self) -> Option<Ticket> {
-        if self.stopped.load(Ordering::Relaxed) {
+        self.claim_at(Instant::now())
+    }
+
+    /// [`Dispenser::claim`] at the time `now`.
+    pub fn claim_at(&self, now: Instant) -> Option<Ticket> {
+        if self.stopped.load(Ordering::Relaxed) || now >= self.deadline {
             return None;
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        if n >= self.limit {
-            return None;
-        }
-        match &self.schedule {
-            Some(s) => Some(Ticket { n, planned: Some(s.planned(n)) }),
-            None if Instant::now() >= self.deadline => None,
-            None => Some(Ticket { n, planned: None }),
-        }
+        // Never past the limit, so `next` counts exactly the tickets handed out.
+        let n =
+            self.next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.limit).then_some(n + 1)).ok()?;
+        Some(Ticket { n, planned: self.schedule.as_ref().map(|s| s.planned(n)) })
+    }
+
+    /// A claimed ticket that will not be sent after all (the run ended while its
+    /// connection was being replaced): counted as not sent.
+    pub fn give_back(&self) {
+        self.returned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether no ticket will be handed out any more (stopped or past `start + duration`).
+    pub fn is_over(&self) -> bool {
+        self.is_stopped() || Instant::now() >= self.deadline
     }
 
     /// Ends the run: no more tickets.
     pub fn stop(&self) {
+        let _ = self.stopped_at.set(Instant::now());
         self.stopped.store(true, Ordering::Relaxed);
     }
 
@@ -136,9 +183,22 @@ impl Dispenser {
         self.stopped.load(Ordering::Relaxed)
     }
 
-    /// Tickets handed out so far (capped at the limit).
+    /// Tickets handed out so far and not given back.
     pub fn issued(&self) -> u64 {
-        self.next.load(Ordering::Relaxed).min(self.limit)
+        self.next.load(Ordering::Relaxed).saturating_sub(self.returned.load(Ordering::Relaxed))
+    }
+
+    /// Open loop: planned, sent and not sent, once the connections are done (`None` in the
+    /// closed loop, which plans nothing). Interrupted by [`Dispenser::stop`], only the
+    /// requests planned before the stop count as planned.
+    pub fn tally(&self) -> Option<Tally> {
+        let s = self.schedule.as_ref()?;
+        let planned = match self.stopped_at.get() {
+            Some(&at) if at < self.deadline => s.count_within(at.saturating_duration_since(s.start)).min(self.limit),
+            _ => self.limit,
+        };
+        let sent = self.issued();
+        Some(Tally { planned, sent, not_sent: planned.saturating_sub(sent) })
     }
 
     /// Total tickets of the run when known in advance (open loop, or `--requests`).
@@ -146,7 +206,7 @@ impl Dispenser {
         (self.limit != u64::MAX).then_some(self.limit)
     }
 
-    /// When the run ends by time (closed loop) or its last planned send (open loop).
+    /// `start + duration`: no ticket is handed out at or after it (either loop).
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
@@ -205,6 +265,48 @@ mod tests {
         let d = Dispenser::open(Schedule::new(t0, 100.0).unwrap(), Duration::from_secs(2), Some(5));
         assert_eq!(std::iter::from_fn(|| d.claim()).count(), 5);
         assert_eq!(d.planned_total(), Some(5));
+    }
+
+    #[test]
+    fn no_ticket_is_handed_out_after_the_end_and_the_rest_count_as_not_sent() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let d = Dispenser::open(Schedule::new(t0, 100.0).unwrap(), Duration::from_secs(2), None);
+        // Far behind schedule: 50 tickets claimed by 1.9 s (190 were due), then the end.
+        let early: Vec<Ticket> = (0..50).map_while(|_| d.claim_at(at(1900))).collect();
+        assert_eq!(early.len(), 50);
+        assert_eq!(early[49].planned, Some(at(490)), "a late ticket keeps its planned time");
+        assert!(d.claim_at(at(2000)).is_none() && d.claim_at(at(5000)).is_none());
+        assert_eq!(d.tally(), Some(Tally { planned: 200, sent: 50, not_sent: 150 }));
+        // A ticket handed back unsent (its connection was being replaced at the end).
+        d.give_back();
+        assert_eq!(d.tally(), Some(Tally { planned: 200, sent: 49, not_sent: 151 }));
+        // An impossible rate: about 10^12 tickets planned (Duration's nanoseconds blur the
+        // last ones), none handed out after the end.
+        let d = Dispenser::open(Schedule::new(t0, 1e12).unwrap(), Duration::from_secs(1), None);
+        let planned = d.planned_total().unwrap();
+        assert!((999_000_000_000..=1_000_000_000_000).contains(&planned), "{planned}");
+        assert!(d.claim_at(at(999)).is_some() && d.claim_at(at(1000)).is_none());
+        assert_eq!(d.tally(), Some(Tally { planned, sent: 1, not_sent: planned - 1 }));
+        // Keeping up: nothing unsent.
+        let d = Dispenser::open(Schedule::new(t0, 100.0).unwrap(), Duration::from_secs(2), Some(30));
+        assert_eq!(std::iter::from_fn(|| d.claim_at(t0)).count(), 30);
+        assert_eq!(d.tally(), Some(Tally { planned: 30, sent: 30, not_sent: 0 }));
+        // The closed loop plans nothing.
+        assert!(Dispenser::closed(t0, Duration::from_secs(1), Some(5)).tally().is_none());
+    }
+
+    #[test]
+    fn interrupted_open_loop_counts_only_what_was_planned_before_the_stop() {
+        let t0 = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
+        let d = Dispenser::open(Schedule::new(t0, 100.0).unwrap(), Duration::from_secs(60), None);
+        assert_eq!(std::iter::from_fn(|| d.claim()).take(10).count(), 10);
+        d.stop();
+        assert!(d.claim().is_none() && d.is_over());
+        let t = d.tally().unwrap();
+        // Stopped a bit over 1 s after the start: about 100 planned by then, not 6000.
+        assert!((100..6000).contains(&t.planned), "{t:?}");
+        assert_eq!((t.sent, t.not_sent), (10, t.planned - 10));
     }
 
     #[test]

@@ -285,13 +285,13 @@ pub fn compare(
         conv.unknown == 0,
         if conv.unknown > 0 { "no answer after every retry: the books cannot be exact" } else { "" },
     ));
-    if conv.throttled > 0 || conv.not_sent > 0 {
+    if conv.throttled > 0 || conv.not_sent > 0 || conv.unreachable > 0 {
         out.push(check(
             "conversions throttled / not sent",
             0,
-            i(conv.throttled + conv.not_sent),
+            i(conv.throttled + conv.not_sent + conv.unreachable),
             true,
-            "429/503 after every retry, or queued past the drain deadline: not counted on either side",
+            "429/503 after every retry, gateway unreachable, or queued past the drain deadline: not counted on either side",
         ));
     }
 
@@ -406,7 +406,7 @@ pub async fn fetch_stats(
         }
         let Some(joined) = set.join_next().await else { break };
         let (i, res) = joined.context("stats task")?;
-        let (status, body) = res.map_err(|e| anyhow::anyhow!("stats API: {}", e.message))?;
+        let (status, body) = res.map_err(|e| anyhow::Error::new(e).context("stats API"))?;
         anyhow::ensure!(status == 200, "stats API answered {status}: {}", String::from_utf8_lossy(&body));
         let v: serde_json::Value = serde_json::from_slice(&body).context("stats answer")?;
         let t = &v["total"];

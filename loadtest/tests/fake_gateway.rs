@@ -3,6 +3,8 @@
 //! conversion callbacks and serves `/v1/stats/note/{id}` — and can be told to lie:
 //! lose clicks, count bots, count duplicate deliveries again, drop a fen of GMV.
 //! An honest fake must pass; each lie must make the verification fail on its line.
+//! A fake that dies mid-run (or is not there at all) must still get the load's measurements
+//! printed, a plain sentence saying why there is no verification, and exit status 2.
 
 #![allow(clippy::unwrap_used)]
 
@@ -138,6 +140,12 @@ fn now_ms() -> u64 {
 }
 
 async fn spawn_fake(lies: Lies) -> String {
+    spawn_fake_until(lies, std::future::pending()).await
+}
+
+/// A fake that stops when `stop` resolves: it closes its listener (connections are refused)
+/// and its keep-alive connections.
+async fn spawn_fake_until(lies: Lies, stop: impl std::future::Future<Output = ()> + Send + 'static) -> String {
     let state: Shared = Arc::new(Mutex::new(Fake { lies, ..Fake::default() }));
     let app = Router::new()
         .route("/v1/links", post(mint))
@@ -147,7 +155,7 @@ async fn spawn_fake(lies: Lies) -> String {
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await.unwrap() });
     base
 }
 
@@ -239,4 +247,68 @@ async fn gmv_off_by_one_fen_fails() {
     let v = s.verification.as_ref().unwrap();
     let gmv = v.checks.iter().find(|c| c.name.starts_with("GMV")).unwrap();
     assert!(gmv.observed - gmv.recorded >= 1, "{gmv:?}");
+}
+
+/// Runs the `linkloop-loadtest` binary; its exit code, stdout and stderr.
+async fn run_binary(args: &str) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_linkloop-loadtest"))
+        .args(args.split_whitespace())
+        .env_remove("LINKLOOP_ADMIN_TOKEN")
+        .env_remove("LINKLOOP_MERCHANT_SECRET")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_dying_mid_run_still_gets_the_measurements_reported() {
+    // The fake stops 1.5 s into a 3 s run: clicks, conversions and the stats API all find it gone.
+    let base = spawn_fake_until(HONEST, tokio::time::sleep(std::time::Duration::from_millis(1500))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let args = format!(
+        "-c 4 -d 3s --timeout 1s --links 20 --notes 5 --creators 2 --admin-token t --merchant m --merchant-secret s \
+         --conversion-share 0.5 --conversion-delay 100ms --bots-counted true --progress off --json {} {base}",
+        json.display()
+    );
+    let t = std::time::Instant::now();
+    let (code, stdout, stderr) = run_binary(&args).await;
+    let took = t.elapsed();
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // Ends soon after --duration (conversion retries given up after --timeout of refusals);
+    // a loose bound only: CI machines are noisy.
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    let why = format!("verification not possible: gateway unreachable at {base} (connection refused)");
+    assert!(stderr.contains(&why), "{stderr}");
+    assert!(!stderr.contains("hyper_util") && !stdout.contains("hyper_util"), "{stderr}");
+    // The table of what was measured before the gateway went away.
+    let row = stdout.lines().find(|l| l.starts_with("GET /j/{link}")).unwrap_or_else(|| panic!("{stdout}"));
+    let answered: u64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(answered > 0, "{stdout}");
+    assert!(stdout.contains(&format!("ERROR: {why}")), "{stdout}");
+    assert!(!stdout.contains("VERIFICATION PASSED"), "{stdout}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(s["error"], why.as_str());
+    assert!(s["verification"].is_null());
+    let get = s["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == "click_get").unwrap();
+    assert_eq!(get["answered"], answered);
+    assert!(get["errors_by_kind"]["connect"].as_u64().is_some_and(|n| n > 0), "{get}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_gateway_is_named_in_a_plain_sentence() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let (code, stdout, stderr) = run_binary(&format!("-d 1s --admin-token t --progress off {base}")).await;
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("linkloop-loadtest: cannot mint links: gateway unreachable at {base} (connection refused)")
+    );
 }

@@ -1,7 +1,8 @@
 //! Open-loop schedule against a tiny in-test server: requests leave at their planned
 //! times (not bunched, not late), exactly as many as planned; and a server stall is
 //! charged to every request planned during it (no coordinated omission), unlike the
-//! closed loop, where only the stalled request sees it.
+//! closed loop, where only the stalled request sees it. A rate the server cannot keep up
+//! with still ends on time, with the requests never sent counted and warned about.
 
 #![allow(clippy::unwrap_used)]
 
@@ -21,6 +22,8 @@ struct Server {
     count: AtomicU64,
     /// Request number (1-based) that stalls, and for how long.
     stall: Option<(u64, Duration)>,
+    /// Every request takes this long.
+    delay: Option<Duration>,
 }
 
 async fn handle(State(s): State<Arc<Server>>) -> &'static str {
@@ -29,6 +32,9 @@ async fn handle(State(s): State<Arc<Server>>) -> &'static str {
     if let Some((at, d)) = s.stall
         && n == at
     {
+        tokio::time::sleep(d).await;
+    }
+    if let Some(d) = s.delay {
         tokio::time::sleep(d).await;
     }
     "ok"
@@ -88,4 +94,55 @@ async fn a_stall_is_charged_to_every_request_planned_during_it() {
     // Well under the stall: the closed loop charges it to one request only (a loose bound,
     // so a busy CI machine cannot trip it).
     assert!(c.latency_us.p90 < 450_000, "{}", closed.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impossible_rate_ends_on_time_and_reports_what_was_not_sent() {
+    // Two connections to a server answering in 100 ms: about 20 requests a second, against a
+    // million planned in the second. The run must stop issuing at 1 s, not work through them.
+    let (url, server) = spawn(Server { delay: Some(Duration::from_millis(100)), ..Server::default() }).await;
+    let t = Instant::now();
+    let s = plain(&["-R", "1000000", "-d", "1s", "-c", "2", "--timeout", "2s"], &url).await;
+    let took = t.elapsed();
+    // Ends about on time (1 s + one answer); only a loose bound is asserted (CI is noisy).
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let o = s.open_loop.unwrap();
+    assert_eq!(o.planned, 1_000_000);
+    assert!(o.sent > 0 && o.sent < 1000, "{o:?}");
+    assert_eq!(o.sent + o.not_sent, o.planned);
+    assert!(!o.rate_reached && !o.interrupted && !s.rate_reached());
+    assert!(o.achieved_rate < 1000.0, "{o:?}");
+    // Every request sent was answered (in flight at the end: it got its answer), none more.
+    let get = s.endpoint(Endpoint::ClickGet).unwrap();
+    assert_eq!(get.answered + get.errors, o.sent, "{}", s.render());
+    assert_eq!(server.count.load(Ordering::SeqCst), o.sent);
+    let text = s.render();
+    assert!(text.contains(&format!("open loop: planned 1000000, sent {}, not sent {}", o.sent, o.not_sent)), "{text}");
+    // Last, where it cannot be missed.
+    let tail: Vec<&str> = text.trim_end().lines().rev().take(2).collect();
+    assert!(tail[1].starts_with("WARNING: requested rate NOT reached"), "{text}");
+    assert!(tail[0].starts_with(&format!("WARNING: {} of 1000000 planned requests", o.not_sent)), "{text}");
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["open_loop"]["not_sent"], o.not_sent);
+    assert_eq!(json["open_loop"]["rate_reached"], false);
+
+    // A server that never answers: the requests in flight at the end get their --timeout, no more.
+    let (url, _) = spawn(Server { delay: Some(Duration::from_secs(3600)), ..Server::default() }).await;
+    let t = Instant::now();
+    let s = plain(&["-R", "1000", "-d", "1s", "-c", "4", "--timeout", "500ms"], &url).await;
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    let get = s.endpoint(Endpoint::ClickGet).unwrap();
+    assert_eq!(get.answered, 0);
+    assert!(get.errors_by_kind.get("timeout").is_some_and(|&n| n > 0), "{}", s.render());
+    assert!(s.open_loop.unwrap().not_sent > 0 && !s.rate_reached());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_kept_leaves_nothing_unsent() {
+    let (url, _) = spawn(Server::default()).await;
+    let s = plain(&["-R", "100", "-d", "1s", "-c", "4"], &url).await;
+    let o = s.open_loop.unwrap();
+    assert_eq!((o.planned, o.sent, o.not_sent), (100, 100, 0), "{}", s.render());
+    assert!(o.rate_reached && s.rate_reached());
+    assert!(!s.render().contains("WARNING"), "{}", s.render());
 }
