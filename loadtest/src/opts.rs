@@ -18,7 +18,7 @@ pub struct Opts {
     #[arg(short = 'c', long, default_value_t = 64)]
     pub connections: usize,
 
-    /// Open loop: click requests per second on a fixed schedule; latency is measured from each
+    /// Open loop: click requests per second (0.001 to 10^9) on a fixed schedule; latency is measured from each
     /// request's planned send time (no coordinated omission). Without it: closed loop, as fast as
     /// the connections go.
     #[arg(short = 'R', long)]

@@ -26,6 +26,11 @@ use std::time::{Duration, Instant};
 /// How early a request may leave before its planned time (one timer tick).
 pub const TIMER_SLACK: Duration = Duration::from_millis(1);
 
+/// Lowest open-loop rate, requests/s (one request per 1,000 s).
+pub const MIN_RATE: f64 = 0.001;
+/// Highest open-loop rate, requests/s.
+pub const MAX_RATE: f64 = 1e9;
+
 /// Open-loop plan: request `n` is due at `start + n / rate`.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
@@ -39,7 +44,12 @@ impl Schedule {
     /// # Errors
     /// A rate that is not a positive finite number.
     pub fn new(start: Instant, rate: f64) -> anyhow::Result<Schedule> {
-        anyhow::ensure!(rate.is_finite() && rate > 0.0, "rate must be a positive number, got {rate}");
+        // Outside this range the plan's float arithmetic loses the nanosecond (send times
+        // rounded together, offsets overflowing a `Duration`); no target is that fast or slow.
+        anyhow::ensure!(
+            rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate),
+            "rate must be from {MIN_RATE} to {MAX_RATE:e} requests/s, got {rate}"
+        );
         Ok(Schedule { start, rate })
     }
 
@@ -281,11 +291,10 @@ mod tests {
         // A ticket handed back unsent (its connection was being replaced at the end).
         d.give_back();
         assert_eq!(d.tally(), Some(Tally { planned: 200, sent: 49, not_sent: 151 }));
-        // An impossible rate: about 10^12 tickets planned (Duration's nanoseconds blur the
-        // last ones), none handed out after the end.
-        let d = Dispenser::open(Schedule::new(t0, 1e12).unwrap(), Duration::from_secs(1), None);
+        // The highest rate: 10^9 tickets planned, none handed out after the end.
+        let d = Dispenser::open(Schedule::new(t0, MAX_RATE).unwrap(), Duration::from_secs(1), None);
         let planned = d.planned_total().unwrap();
-        assert!((999_000_000_000..=1_000_000_000_000).contains(&planned), "{planned}");
+        assert_eq!(planned, 1_000_000_000);
         assert!(d.claim_at(at(999)).is_some() && d.claim_at(at(1000)).is_none());
         assert_eq!(d.tally(), Some(Tally { planned, sent: 1, not_sent: planned - 1 }));
         // Keeping up: nothing unsent.
@@ -328,5 +337,16 @@ mod tests {
         assert_eq!(latency_origin(Some(t), late), t);
         assert_eq!(latency_origin(Some(late), t), t);
         assert_eq!(latency_origin(None, t), t);
+    }
+
+    #[test]
+    fn rates_outside_the_plannable_range_are_refused() {
+        let now = Instant::now();
+        for bad in [0.0, -1.0, 1e-20, 1e-4, 1e10, 1e19, f64::INFINITY, f64::NAN] {
+            assert!(Schedule::new(now, bad).is_err(), "rate {bad}");
+        }
+        for ok in [MIN_RATE, 1.0, 24_000.0, MAX_RATE] {
+            assert!(Schedule::new(now, ok).is_ok(), "rate {ok}");
+        }
     }
 }
