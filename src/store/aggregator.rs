@@ -24,9 +24,10 @@
 //! - **The stream only buffers.** The same transaction trims the stream before the
 //!   batch's last id (less `click_stream_retention_ms`): every entry there is applied
 //!   (the cursor is at or past it), and its clicks live on in their records.
-//! - **Bounded lag, big batches.** After a short batch it waits [`IDLE`] before
-//!   reading again, so under load each transaction applies hundreds of clicks;
-//!   lag stays under [`IDLE`] + one pass. [`Aggregator::catch_up`] lets a caller
+//! - **Bounded lag, short transactions.** After a short batch it waits [`IDLE`] before
+//!   reading again: at full load batches are full (up to [`BEHIND_FACTOR`] × the batch
+//!   size while behind), at half load each transaction holds about one batch; lag stays
+//!   under [`IDLE`] + one pass. [`Aggregator::catch_up`] lets a caller
 //!   (a conversion for a click seconds old) apply everything appended so far.
 //! - **No script per click.** Redis runs only native commands for clicks: the decisions
 //!   are made here, so Redis spends no interpreter time per click (a Lua script doing
@@ -49,8 +50,12 @@ use crate::store::conversions::{CONVERSION_STREAM, ConversionDeltas};
 
 /// Longest a read waits on an idle stream.
 pub const BLOCK: Duration = Duration::from_millis(100);
-/// Pause after a batch shorter than the batch size, so batches grow under load.
-pub const IDLE: Duration = Duration::from_millis(50);
+/// Pause after a batch shorter than the batch size, so batches grow under load. Short
+/// enough that at half load a pass finds about one batch waiting (10 ms of clicks at
+/// 20k/s ≈ 200), not several: a transaction holds Redis while it runs, and every
+/// redirect's `XADD` queues behind it (50 ms gave 512-click transactions at half load
+/// and a longer redirect tail, `docs/performance.md` step 20).
+pub const IDLE: Duration = Duration::from_millis(10);
 /// Longest wait for a reply to one of the aggregator's commands.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// While behind (entries were left waiting by the last pass), a batch holds up to this many
