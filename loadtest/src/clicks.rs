@@ -158,6 +158,8 @@ pub struct WorkerOut {
     pub obs: ClickObs,
     /// When its last answer arrived.
     pub last_answer: Option<Instant>,
+    /// Why its first failed connection attempt failed (`connection refused`, `connection timed out`, …).
+    pub connect_cause: Option<String>,
 }
 
 /// Finds `ll_ct=<uuid>` (and `ll_ts=<ms>`) in a `Location` value.
@@ -280,6 +282,7 @@ pub async fn worker(ctx: Arc<ClickCtx>, id: u64, seed: u64) -> WorkerOut {
             rec: Recorder::new(),
             obs: ClickObs { per_note: vec![NoteClicks::default(); notes], ..ClickObs::default() },
             last_answer: None,
+            connect_cause: None,
         },
         carried: None,
     };
@@ -292,9 +295,16 @@ pub async fn worker(ctx: Arc<ClickCtx>, id: u64, seed: u64) -> WorkerOut {
             }
             break;
         }
-        let stream = match tokio::time::timeout(ctx.timeout, TcpStream::connect(ctx.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(_)) | Err(_) => {
+        let connected = match tokio::time::timeout(ctx.timeout, TcpStream::connect(ctx.addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+        };
+        let stream = match connected {
+            Ok(s) => s,
+            Err(e) => {
+                if c.out.connect_cause.is_none() {
+                    c.out.connect_cause = Some(crate::control::cause(&e));
+                }
                 c.out.rec.error(Endpoint::ClickGet, ErrorKind::Connect);
                 ctx.live.error(Endpoint::ClickGet);
                 // Give the ticket up (the request was never sent) and back off a little.

@@ -24,7 +24,9 @@
 //! counted and reported as not sent), requests in flight get `--timeout`, and conversion
 //! callbacks to a gateway that refuses connections are given up after `--timeout`. Once
 //! the load ran, its measurements are always returned; a verification that could not be
-//! done (gateway gone, stats API failing) is reported in [`Summary::error`].
+//! done (gateway gone, stats API failing) is reported in [`Summary::error`], and so is a
+//! target that never answered a click request, or that stopped answering an open-loop run
+//! mid-run (refusing connections: [`OpenLoopTally::judge`]), which is then not blamed on the rate.
 //!
 //! `--target-kind plain` only GETs one URL (no setup, no verification), to compare the
 //! tester's own speed with `wrk` against the same target.
@@ -73,7 +75,7 @@ use crate::control::Control;
 use crate::conversions::{ConvConfig, ConvOutcome};
 use crate::histo::{Endpoint, Live, Recorder};
 use crate::prom::{AGGREGATION_LAG, AggregationLag};
-use crate::report::ClickTotals;
+use crate::report::{ClickOutcomes, ClickTotals};
 use crate::scenario::{Plan, PlanOptions};
 use crate::schedule::{Dispenser, Schedule};
 use crate::verify::{Expected, VerifyReport};
@@ -222,16 +224,21 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
     rec.merge(&setup_rec)?;
     let mut obs = ClickObs::default();
     let mut last_answer: Option<Instant> = None;
+    let mut connect_cause: Option<String> = None;
     for w in workers {
         let out = w.await.context("click connection task")?;
         rec.merge(&out.rec)?;
         obs.merge(out.obs);
         last_answer = last_answer.max(out.last_answer);
+        connect_cause = connect_cause.or(out.connect_cause);
     }
     let load_end = Instant::now();
     let last_click = last_answer.unwrap_or(load_end);
+    let outcomes = ClickOutcomes::new(&rec, connect_cause, last_answer.map(|t| (t.max(start) - start).as_secs_f64()));
     let open_loop = match (opts.rate, ctx.dispenser.tally()) {
-        (Some(rate), Some(t)) => Some(OpenLoopTally::new(rate, t, ctx.dispenser.is_stopped())),
+        (Some(rate), Some(t)) => {
+            Some(OpenLoopTally::new(rate, t, ctx.dispenser.is_stopped()).judge(&outcomes, opts.connections))
+        }
         _ => None,
     };
     stopper.abort();
@@ -295,6 +302,18 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         }
         _ => None,
     };
+    // Nothing else went wrong: a target that never answered a click, or (open loop) stopped
+    // answering mid-run, fails the run all the same (exit 2, not 0 or 3).
+    if error.is_none() {
+        let who = match opts.target_kind {
+            TargetKind::Linkloop => "gateway",
+            TargetKind::Plain => "target",
+        };
+        error = outcomes.never_answered(who, &opts.base_url).or_else(|| {
+            let stopped = open_loop.and_then(|o| o.target_stopped)?;
+            Some(stopped.sentence(who, &opts.base_url, outcomes.connect_cause.as_deref()))
+        });
+    }
     // The clicks are all counted now (when the verification ran and they matched): the
     // histogram's difference covers every one of them.
     let aggregation_lag = match lag_before {

@@ -1,14 +1,28 @@
 //! `linkloop-loadtest`: see the library (`loadtest::run`) for what it does.
 //! Exit status: 0 when the run (and its verification) passed, 1 when the verification
-//! found a difference, 2 on an error (after the load, with its measurements still printed),
-//! 3 when an open-loop run did not reach its rate (more than 1% of the planned requests unsent).
+//! found a difference, 2 on an error (before the load; or after it, with its measurements
+//! still printed: the verification not possible, not a single click request answered, or an
+//! open-loop target that stopped answering mid-run), 3 when an open-loop run did not reach its
+//! rate (more than 1% of the planned requests unsent) against a target that kept answering,
+//! 64 on a usage error (sysexits `EX_USAGE`, as the gateway's own CLI).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let opts = loadtest::Opts::parse();
+    let opts = match loadtest::Opts::try_parse() {
+        Ok(opts) => opts,
+        // --help and --version print and succeed; anything else is a usage error.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(64);
+        }
+    };
     let json = opts.json.clone();
     let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut builder = if threads <= 1 {

@@ -189,9 +189,13 @@ sent, with a warning. Queued conversion callbacks get at most 3 x --conversion-d
 for --timeout. Once the load ran its measurements are printed (and --json written) even when
 the verification cannot be done.
 
-Exit status: 0 passed; 1 the verification found a difference; 2 an error (e.g. the gateway
-unreachable: before the load, or after it with the verification not possible); 3 open loop:
-the requested rate was not reached (more than 1% of the planned requests not sent).";
+Exit status: 0 passed; 1 the verification found a difference; 2 an error, e.g. the gateway
+(or plain target) unreachable: before the load; during it, when not a single request was
+answered, or, open loop, when it stopped answering mid-run (the rate not reached and at least
+-c connection attempts refused); or after it, with the verification not possible; 3 open loop:
+the requested rate was not reached (more than 1% of the planned requests not sent) though the
+target kept answering; 64 a usage error (an unknown option, a bad value). Answers of any
+status (a 404 too) count as answered.";
 
 /// What `BASE_URL` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

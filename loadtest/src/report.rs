@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::conversions::ConvOutcome;
-use crate::histo::{Endpoint, EndpointSummary, Live};
+use crate::histo::{Endpoint, EndpointSummary, ErrorKind, Live};
 use crate::opts::Progress;
 use crate::prom::AggregationLag;
 use crate::verify::VerifyReport;
@@ -29,9 +29,92 @@ pub struct ClickTotals {
     pub no_token: u64,
 }
 
+/// How the click requests (GET and HEAD) of a run ended, from the merged measurements: what
+/// tells a target that could not be reached (or stopped answering) from a slow one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClickOutcomes {
+    /// Requests answered, whatever the status (a `404` is an answer).
+    pub answered: u64,
+    /// Connection attempts that failed (`connect` errors; no request was sent on them).
+    pub connect_errors: u64,
+    /// Requests whose connection failed or closed before the answer (`io` errors).
+    pub io_errors: u64,
+    /// Requests without an answer within `--timeout` (`timeout` errors).
+    pub timeouts: u64,
+    /// Why the first failed connection attempt failed, e.g. `connection refused`.
+    pub connect_cause: Option<String>,
+    /// Seconds from the start of the load to the last answer (`None`: nothing was answered).
+    pub last_answer_s: Option<f64>,
+}
+
+impl ClickOutcomes {
+    /// The outcomes of the click endpoints in `rec`.
+    pub fn new(
+        rec: &crate::histo::Recorder,
+        connect_cause: Option<String>,
+        last_answer_s: Option<f64>,
+    ) -> ClickOutcomes {
+        let mut o = ClickOutcomes { connect_cause, last_answer_s, ..ClickOutcomes::default() };
+        for e in [Endpoint::ClickGet, Endpoint::ClickHead] {
+            let s = rec.get(e);
+            let kind = |k| s.errors.get(&k).copied().unwrap_or(0);
+            o.answered += s.answered();
+            o.connect_errors += kind(ErrorKind::Connect);
+            o.io_errors += kind(ErrorKind::Io);
+            o.timeouts += kind(ErrorKind::Timeout);
+        }
+        o
+    }
+
+    /// Not a single click request answered though some were tried (failed to connect, lost
+    /// their connection or timed out): the sentence saying so, naming `who` (`target` or
+    /// `gateway`) at `url`, e.g. `target unreachable at http://127.0.0.1:1/x (connection
+    /// refused): no request was answered`. `None` when anything was answered (or nothing tried).
+    pub fn never_answered(&self, who: &str, url: &str) -> Option<String> {
+        if self.answered > 0 || self.connect_errors + self.io_errors + self.timeouts == 0 {
+            return None;
+        }
+        if self.connect_errors > 0 {
+            let cause = self.connect_cause.as_deref().unwrap_or("connection failed");
+            return Some(format!("{who} unreachable at {url} ({cause}): no request was answered"));
+        }
+        let mut why = Vec::new();
+        if self.timeouts > 0 {
+            why.push(format!("{} timed out", self.timeouts));
+        }
+        if self.io_errors > 0 {
+            why.push(format!("{} lost their connection", self.io_errors));
+        }
+        Some(format!("{who} not answering at {url} ({}): no request was answered", why.join(", ")))
+    }
+}
+
+/// Open loop: the target stopped answering (refused connections), which is what kept the
+/// run from its rate; see [`OpenLoopTally::judge`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TargetStopped {
+    /// Seconds from the start of the load to the last answer (`None`: nothing was answered).
+    pub last_answer_s: Option<f64>,
+    /// Click connection attempts that failed.
+    pub connect_errors: u64,
+}
+
+impl TargetStopped {
+    /// `target stopped answering at ~1.5 s: 112 requests to URL failed to connect (connection refused)`.
+    pub fn sentence(&self, who: &str, url: &str, cause: Option<&str>) -> String {
+        let when = match self.last_answer_s {
+            Some(t) => format!("stopped answering at ~{t:.1} s"),
+            None => "never answered".to_owned(),
+        };
+        let cause = cause.map_or(String::new(), |c| format!(" ({c})"));
+        format!("{who} {when}: {} requests to {url} failed to connect{cause}", self.connect_errors)
+    }
+}
+
 /// Open loop: the requests planned against those sent. A tester (or target) that cannot
 /// keep up falls behind schedule; whatever is still unsent at the end of `--duration` is
-/// never sent, so the run ends on time and the shortfall shows here.
+/// never sent, so the run ends on time and the shortfall shows here. So does a target that
+/// stops answering: [`OpenLoopTally::target_stopped`] tells the two apart.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct OpenLoopTally {
     /// Requested rate, requests/s.
@@ -49,6 +132,9 @@ pub struct OpenLoopTally {
     pub interrupted: bool,
     /// At most [`OpenLoopTally::TOLERANCE`] of the planned requests went unsent.
     pub rate_reached: bool,
+    /// The rate was not reached because the target stopped answering (or never answered),
+    /// not because it was too slow: see [`OpenLoopTally::judge`].
+    pub target_stopped: Option<TargetStopped>,
 }
 
 impl OpenLoopTally {
@@ -67,7 +153,24 @@ impl OpenLoopTally {
             achieved_rate: if t.planned == 0 { rate } else { rate * sent / planned },
             interrupted,
             rate_reached: not_sent <= planned * Self::TOLERANCE,
+            target_stopped: None,
         }
+    }
+
+    /// Why the rate was not reached, from the click requests' outcomes over `connections`
+    /// connections: the target stopped answering when the rate was not reached **and** at
+    /// least as many connection attempts failed as there are connections (`connect` errors
+    /// ≥ `-c`). A healthy target, however slow, keeps its keep-alive connections: none fail
+    /// to connect, and the shortfall is the rate's (exit 3). A target that is gone refuses
+    /// every connection, and each connection retries every 50 ms, so its `connect` errors
+    /// soon outnumber the connections while the planned requests go unsent (exit 2). A
+    /// target that hangs (accepts connections, never answers) looks like a slow one.
+    #[must_use]
+    pub fn judge(mut self, clicks: &ClickOutcomes, connections: usize) -> OpenLoopTally {
+        let enough = clicks.connect_errors >= u64::try_from(connections.max(1)).unwrap_or(u64::MAX);
+        self.target_stopped = (!self.rate_reached && enough)
+            .then_some(TargetStopped { last_answer_s: clicks.last_answer_s, connect_errors: clicks.connect_errors });
+        self
     }
 
     /// `open loop: planned N, sent M, not sent K`.
@@ -81,13 +184,26 @@ impl OpenLoopTally {
         )
     }
 
-    /// The warning printed when the requested rate was not reached.
+    /// The warning printed when the requested rate was not reached: blaming the target's
+    /// stop when it stopped answering ([`OpenLoopTally::judge`]), the rate otherwise.
     pub fn warning(&self) -> Option<String> {
         if self.rate_reached {
             return None;
         }
         #[allow(clippy::cast_precision_loss)]
         let pct = 100.0 * self.not_sent as f64 / self.planned.max(1) as f64;
+        if let Some(t) = &self.target_stopped {
+            let when = match t.last_answer_s {
+                Some(s) => format!("stopped answering at ~{s:.1} s"),
+                None => "never answered".to_owned(),
+            };
+            return Some(format!(
+                "WARNING: the target {when}: {} requests failed to connect.\n\
+                 WARNING: {} of {} planned requests ({pct:.1}%) were never sent because of it, not because the rate \
+                 was too high; latencies are of the {} sent, from their planned times.",
+                t.connect_errors, self.not_sent, self.planned, self.sent
+            ));
+        }
         Some(format!(
             "WARNING: requested rate NOT reached: {:.0} req/s sent of {} req/s requested.\n\
              WARNING: {} of {} planned requests ({pct:.1}%) were never sent: the run ended behind schedule \
@@ -139,7 +255,11 @@ pub struct Summary {
     /// The gateway's aggregation lag over the run, from its `/metrics` histogram (not with plain).
     pub aggregation_lag: Option<AggregationLag>,
     /// What kept the run from finishing after the load (e.g. `verification not possible:
-    /// gateway unreachable at http://… (connection refused)`); the measurements above stand.
+    /// gateway unreachable at http://… (connection refused)`), or made the load pointless: no
+    /// click request answered (`target unreachable at http://… (connection refused): no request
+    /// was answered`), or, open loop, the target stopped answering mid-run (`target stopped
+    /// answering at ~1.5 s: 112 requests to http://… failed to connect (connection refused)`).
+    /// The measurements above stand.
     pub error: Option<String>,
 }
 
@@ -375,5 +495,87 @@ pub async fn progress(
     }
     if bar {
         let _ = write!(std::io::stderr(), "\r\x1b[K");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::histo::Recorder;
+    use crate::schedule::Tally;
+
+    const URL: &str = "http://127.0.0.1:1/x";
+
+    fn outcomes(answered: u64, connect: u64, io: u64, timeouts: u64) -> ClickOutcomes {
+        let mut rec = Recorder::new();
+        for _ in 0..answered {
+            rec.answer(Endpoint::ClickGet, 404, Duration::from_millis(1));
+        }
+        for (kind, n) in [(ErrorKind::Connect, connect), (ErrorKind::Io, io), (ErrorKind::Timeout, timeouts)] {
+            for _ in 0..n {
+                rec.error(Endpoint::ClickGet, kind);
+            }
+        }
+        // An answer with an unexpected status is still an answer, not a failure to answer.
+        rec.error(Endpoint::ClickGet, ErrorKind::Status);
+        let last = (answered > 0).then_some(1.5);
+        ClickOutcomes::new(&rec, Some("connection refused".into()), last)
+    }
+
+    #[test]
+    fn nothing_answered_is_named_in_a_sentence() {
+        let o = outcomes(0, 7, 0, 0);
+        assert_eq!((o.answered, o.connect_errors, o.io_errors, o.timeouts), (0, 7, 0, 0));
+        assert_eq!(
+            o.never_answered("target", URL).unwrap(),
+            "target unreachable at http://127.0.0.1:1/x (connection refused): no request was answered"
+        );
+        assert_eq!(
+            outcomes(0, 0, 2, 3).never_answered("gateway", URL).unwrap(),
+            "gateway not answering at http://127.0.0.1:1/x (3 timed out, 2 lost their connection): \
+             no request was answered"
+        );
+        // A 404 is an answer; nothing tried is no failure.
+        assert_eq!(outcomes(1, 500, 0, 0).never_answered("target", URL), None);
+        assert_eq!(outcomes(0, 0, 0, 0).never_answered("target", URL), None);
+    }
+
+    #[test]
+    fn a_shortfall_is_blamed_on_the_target_only_when_it_refused_connections() {
+        let behind = Tally { planned: 1000, sent: 400, not_sent: 600 };
+        // Healthy but too slow: no (or fewer than -c) failed connection attempts.
+        for connect in [0, 3] {
+            let t = OpenLoopTally::new(100.0, behind, false).judge(&outcomes(400, connect, 0, 0), 4);
+            assert_eq!(t.target_stopped, None);
+            assert!(t.warning().unwrap().starts_with("WARNING: requested rate NOT reached: 40 req/s sent"));
+        }
+        // Gone: at least one refused attempt per connection.
+        let o = outcomes(400, 4, 4, 0);
+        let t = OpenLoopTally::new(100.0, behind, false).judge(&o, 4);
+        let stopped = t.target_stopped.unwrap();
+        assert_eq!(stopped, TargetStopped { last_answer_s: Some(1.5), connect_errors: 4 });
+        assert!(!t.rate_reached);
+        assert_eq!(
+            t.warning().unwrap(),
+            "WARNING: the target stopped answering at ~1.5 s: 4 requests failed to connect.\n\
+             WARNING: 600 of 1000 planned requests (60.0%) were never sent because of it, not because the rate \
+             was too high; latencies are of the 400 sent, from their planned times."
+        );
+        assert_eq!(
+            stopped.sentence("target", URL, o.connect_cause.as_deref()),
+            "target stopped answering at ~1.5 s: 4 requests to http://127.0.0.1:1/x failed to connect \
+             (connection refused)"
+        );
+        // Never answered at all.
+        let t = OpenLoopTally::new(100.0, Tally { planned: 1000, sent: 0, not_sent: 1000 }, false)
+            .judge(&outcomes(0, 80, 0, 0), 4);
+        assert!(t.warning().unwrap().starts_with("WARNING: the target never answered: 80 requests failed to connect."));
+        // The rate reached: nothing to blame, whatever the refusals.
+        let t = OpenLoopTally::new(100.0, Tally { planned: 1000, sent: 995, not_sent: 5 }, false)
+            .judge(&outcomes(990, 100, 0, 0), 4);
+        assert_eq!((t.target_stopped, t.warning()), (None, None));
     }
 }

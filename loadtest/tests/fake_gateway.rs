@@ -4,7 +4,10 @@
 //! lose clicks, count bots, count duplicate deliveries again, drop a fen of GMV.
 //! An honest fake must pass; each lie must make the verification fail on its line.
 //! A fake that dies mid-run (or is not there at all) must still get the load's measurements
-//! printed, a plain sentence saying why there is no verification, and exit status 2.
+//! printed, a plain sentence saying why there is no verification, and exit status 2. So must a
+//! plain target that never answers (exit 2, not 0; a 404 is an answer: exit 0), and an open-loop
+//! target that stops answering mid-run (exit 2, blamed on the target, not on the rate; a healthy
+//! target too slow for the rate keeps the rate's warning and exit 3).
 
 #![allow(clippy::unwrap_used)]
 
@@ -311,4 +314,168 @@ async fn an_unreachable_gateway_is_named_in_a_plain_sentence() {
         stderr.trim_end(),
         format!("linkloop-loadtest: cannot mint links: gateway unreachable at {base} (connection refused)")
     );
+}
+
+/// The `--json` summary written by a run.
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The warning lines of a run's output (printed last, before `summary written to …`).
+fn warnings(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter(|l| l.starts_with("WARNING")).collect()
+}
+
+/// The `click_get` endpoint of a `--json` summary.
+fn click_get(s: &serde_json::Value) -> serde_json::Value {
+    s["endpoints"].as_array().unwrap().iter().find(|e| e["endpoint"] == "click_get").unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_target_that_never_answers_exits_2_and_one_answering_404_exits_0() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/x", listener.local_addr().unwrap());
+    drop(listener);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let why = format!("target unreachable at {url} (connection refused): no request was answered");
+    for (mode, rate) in [("closed", ""), ("open", "-R 100")] {
+        let args = format!("--target-kind plain {rate} -d 1s -c 4 --progress off --json {} {url}", json.display());
+        let (code, stdout, stderr) = run_binary(&args).await;
+        assert_eq!(code, Some(2), "{mode} loop: stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(stderr.trim_end(), format!("linkloop-loadtest: {why}"), "{mode} loop");
+        // The table and the JSON all the same, with the failed connection attempts.
+        let s = read_json(&json);
+        assert_eq!(s["error"], why.as_str(), "{mode} loop");
+        let get = click_get(&s);
+        let connect = get["errors_by_kind"]["connect"].as_u64().unwrap();
+        assert!(connect > 0, "{mode} loop: {get}");
+        assert_eq!((get["answered"].as_u64(), get["errors"].as_u64()), (Some(0), Some(connect)), "{mode} loop");
+        assert!(stdout.contains(&format!("errors connect×{connect}\n")), "{mode} loop: {stdout}");
+        assert!(stdout.contains(&format!("ERROR: {why}\n")), "{mode} loop: {stdout}");
+        if mode == "open" {
+            // Open loop: the warning blames the target, not the rate.
+            let o = &s["open_loop"];
+            assert_eq!(o["target_stopped"]["connect_errors"], connect, "{o}");
+            assert!(o["target_stopped"]["last_answer_s"].is_null(), "{o}");
+            assert_eq!((o["rate_reached"].as_bool(), o["sent"].as_u64()), (Some(false), Some(0)), "{o}");
+            let w = warnings(&stdout);
+            assert_eq!(w.len(), 2, "{stdout}");
+            assert_eq!(w[0], format!("WARNING: the target never answered: {connect} requests failed to connect."));
+            assert!(w[1].starts_with(&format!("WARNING: {} of {} planned", o["not_sent"], o["planned"])), "{stdout}");
+            assert!(!stdout.contains("requested rate NOT reached"), "{stdout}");
+        } else {
+            assert!(s["open_loop"].is_null());
+        }
+    }
+
+    // Answers, even 404s, are not unreachability: exit 0.
+    let base = spawn_fake(HONEST).await;
+    let args = format!("--target-kind plain -d 1s -c 2 --progress off --json {} {base}/no/such/path", json.display());
+    let (code, stdout, stderr) = run_binary(&args).await;
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let s = read_json(&json);
+    assert!(s["error"].is_null(), "{s}");
+    let get = click_get(&s);
+    let answered = get["answered"].as_u64().unwrap();
+    assert!(answered > 0, "{get}");
+    assert_eq!(get["statuses"]["404"], answered, "{get}");
+    assert!(get["errors_by_kind"]["connect"].is_null(), "{get}");
+    assert!(!stdout.contains("ERROR") && stderr.is_empty(), "{stdout}\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_target_dying_mid_run_is_blamed_and_not_the_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    // Plain target: the fake's stats route, stopping 1.5 s into a 3 s run at 200 req/s.
+    let base = spawn_fake_until(HONEST, tokio::time::sleep(std::time::Duration::from_millis(1500))).await;
+    let url = format!("{base}/v1/stats/note/n1");
+    let args =
+        format!("--target-kind plain -R 200 -d 3s -c 4 --timeout 1s --progress off --json {} {url}", json.display());
+    let (code, stdout, stderr) = run_binary(&args).await;
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let s = read_json(&json);
+    let get = click_get(&s);
+    let answered = get["answered"].as_u64().unwrap();
+    let connect = get["errors_by_kind"]["connect"].as_u64().unwrap();
+    assert!(answered > 0 && connect >= 4, "{get}");
+    let o = &s["open_loop"];
+    assert_eq!(o["rate_reached"], false, "{o}");
+    assert_eq!(o["target_stopped"]["connect_errors"], connect, "{o}");
+    // The last answer is when the target stopped (and where the measured phase ends).
+    let at = o["target_stopped"]["last_answer_s"].as_f64().unwrap();
+    assert_eq!(Some(at), s["duration_s"].as_f64(), "{s}");
+    let why = format!(
+        "target stopped answering at ~{at:.1} s: {connect} requests to {url} failed to connect (connection refused)"
+    );
+    assert_eq!(stderr.trim_end(), format!("linkloop-loadtest: {why}"));
+    assert_eq!(s["error"], why.as_str());
+    let w = warnings(&stdout);
+    assert_eq!(w.len(), 2, "{stdout}");
+    assert_eq!(
+        w[0],
+        format!("WARNING: the target stopped answering at ~{at:.1} s: {connect} requests failed to connect.")
+    );
+    let not_sent = format!("WARNING: {} of {} planned requests", o["not_sent"], o["planned"]);
+    assert!(w[1].starts_with(&not_sent) && w[1].contains("not because the rate was too high"), "{stdout}");
+    assert!(!stdout.contains("requested rate NOT reached"), "{stdout}");
+
+    // A gateway (scenario, with verification) dying the same way: the verification is not
+    // possible (exit 2, as before), and the warning blames the gateway's stop, not the rate.
+    let base = spawn_fake_until(HONEST, tokio::time::sleep(std::time::Duration::from_millis(1500))).await;
+    let args = format!(
+        "-R 200 -d 3s -c 4 --timeout 1s --links 20 --notes 5 --creators 2 --admin-token t --bots-counted true \
+         --progress off --json {} {base}",
+        json.display()
+    );
+    let (code, stdout, stderr) = run_binary(&args).await;
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let s = read_json(&json);
+    let why = format!("verification not possible: gateway unreachable at {base} (connection refused)");
+    assert_eq!(s["error"], why.as_str());
+    let connect = click_get(&s)["errors_by_kind"]["connect"].as_u64().unwrap();
+    assert_eq!(s["open_loop"]["target_stopped"]["connect_errors"], connect, "{s}");
+    let at = s["open_loop"]["target_stopped"]["last_answer_s"].as_f64().unwrap();
+    let warning = format!("WARNING: the target stopped answering at ~{at:.1} s: {connect} requests failed to connect.");
+    assert!(stdout.contains(&warning), "{stdout}");
+    assert!(!stdout.contains("requested rate NOT reached"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_target_too_slow_for_the_rate_keeps_the_rate_warning_and_exit_3() {
+    // Two connections cannot send a million requests in a second; the target answers them all.
+    let base = spawn_fake(HONEST).await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let args = format!(
+        "--target-kind plain -R 1000000 -d 1s -c 2 --progress off --json {} {base}/v1/stats/note/n1",
+        json.display()
+    );
+    let (code, stdout, stderr) = run_binary(&args).await;
+    assert_eq!(code, Some(3), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let s = read_json(&json);
+    assert!(s["error"].is_null(), "{s}");
+    let o = &s["open_loop"];
+    assert_eq!((o["rate_reached"].as_bool(), o["planned"].as_u64()), (Some(false), Some(1_000_000)), "{o}");
+    assert!(o["target_stopped"].is_null(), "{o}");
+    assert!(click_get(&s)["errors_by_kind"]["connect"].is_null(), "{s}");
+    let w = warnings(&stdout);
+    assert_eq!(w.len(), 2, "{stdout}");
+    assert!(w[0].starts_with("WARNING: requested rate NOT reached: "), "{stdout}");
+    let not_sent = format!("WARNING: {} of 1000000 planned requests", o["not_sent"]);
+    assert!(w[1].starts_with(&not_sent) && w[1].contains("could not keep up"), "{stdout}");
+    assert!(!stdout.contains("stopped answering") && stderr.is_empty(), "{stdout}\n{stderr}");
+}
+
+#[tokio::test]
+async fn usage_errors_exit_64_and_help_exits_0() {
+    let (code, _, err) = run_binary("--bogus-option http://127.0.0.1:1/").await;
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--bogus-option"), "{err}");
+    let (code, _, err) = run_binary("-R abc http://127.0.0.1:1/").await;
+    assert_eq!(code, Some(64), "{err}");
+    let (code, out, _) = run_binary("--help").await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Exit status:"), "{out}");
 }
