@@ -340,11 +340,14 @@ impl Summary {
         for e in &self.endpoints {
             let statuses: Vec<String> = e.statuses.iter().map(|(k, v)| format!("{k}×{v}")).collect();
             let errors: Vec<String> = e.errors_by_kind.iter().map(|(k, v)| format!("{k}×{v}")).collect();
-            let _ = write!(s, "  {}: status {}", e.label, statuses.join(" "));
-            if !errors.is_empty() {
-                let _ = write!(s, "; errors {}", errors.join(" "));
+            let mut parts = Vec::with_capacity(2);
+            if !statuses.is_empty() {
+                parts.push(format!("status {}", statuses.join(" ")));
             }
-            let _ = writeln!(s);
+            if !errors.is_empty() {
+                parts.push(format!("errors {}", errors.join(" ")));
+            }
+            let _ = writeln!(s, "  {}: {}", e.label, parts.join("; "));
         }
         if self.mode == "open" {
             let _ = writeln!(s, "  (open loop: latency from each request's planned send time)");

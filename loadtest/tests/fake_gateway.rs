@@ -352,6 +352,7 @@ async fn a_plain_target_that_never_answers_exits_2_and_one_answering_404_exits_0
         assert!(connect > 0, "{mode} loop: {get}");
         assert_eq!((get["answered"].as_u64(), get["errors"].as_u64()), (Some(0), Some(connect)), "{mode} loop");
         assert!(stdout.contains(&format!("errors connect×{connect}\n")), "{mode} loop: {stdout}");
+        assert!(stdout.contains(&format!(": errors connect×{connect}\n")), "no empty status list: {stdout}");
         assert!(stdout.contains(&format!("ERROR: {why}\n")), "{mode} loop: {stdout}");
         if mode == "open" {
             // Open loop: the warning blames the target, not the rate.
