@@ -20,7 +20,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::histo::{Endpoint, ErrorKind, Live, Recorder};
 use crate::raw::{RawConn, write_request};
 use crate::scenario::{ClickChoice, Plan, UaClass};
-use crate::schedule::{Dispenser, Ticket, latency_origin, pace};
+use crate::schedule::{Dispenser, Ticket, latency_origin};
 
 /// What the click connections send.
 #[derive(Debug, Clone)]
@@ -74,8 +74,8 @@ pub struct ConversionSeed {
 pub struct ClickCtx {
     /// Where to connect.
     pub addr: SocketAddr,
-    /// Tickets and stop conditions.
-    pub dispenser: Dispenser,
+    /// Tickets, stop conditions and open-loop pacing (shared with the pacer thread).
+    pub dispenser: Arc<Dispenser>,
     /// Progress counters.
     pub live: Arc<Live>,
     /// Per-request limit.
@@ -270,13 +270,18 @@ enum LoopEnd {
     Reconnect,
 }
 
-/// Runs one click connection until the dispenser runs dry.
-pub async fn worker(ctx: Arc<ClickCtx>, id: u64, seed: u64) -> WorkerOut {
-    let notes = match &ctx.target {
-        Target::Scenario { plan, .. } => plan.notes.len(),
-        Target::Plain { .. } => 0,
-    };
-    let mut c = Conn {
+/// A click connection's state, made before the load starts so that neither allocating its
+/// histograms nor connecting is charged to the first requests' latency.
+pub struct Slot {
+    conn: Conn,
+    /// Connected ahead of the start (`None`: the connection loop connects, and counts a failure).
+    stream: Option<TcpStream>,
+}
+
+/// Prepares connection `id`: its recorder and tallies, and a connection to `addr` tried once
+/// (within `timeout`; a failure is not counted here, [`worker`] tries again and counts it).
+pub async fn prepare_slot(addr: SocketAddr, timeout: Duration, notes: usize, id: u64, seed: u64) -> Slot {
+    let conn = Conn {
         rng: SmallRng::seed_from_u64(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         out: WorkerOut {
             rec: Recorder::new(),
@@ -286,6 +291,13 @@ pub async fn worker(ctx: Arc<ClickCtx>, id: u64, seed: u64) -> WorkerOut {
         },
         carried: None,
     };
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr)).await.ok().and_then(Result::ok);
+    Slot { conn, stream }
+}
+
+/// Runs one click connection until the dispenser runs dry.
+pub async fn worker(ctx: Arc<ClickCtx>, slot: Slot) -> WorkerOut {
+    let Slot { conn: mut c, mut stream } = slot;
     loop {
         // The run is over (stopped, or `start + duration` passed): no new connection, and a
         // ticket carried over from a replaced connection is not sent any more.
@@ -295,9 +307,12 @@ pub async fn worker(ctx: Arc<ClickCtx>, id: u64, seed: u64) -> WorkerOut {
             }
             break;
         }
-        let connected = match tokio::time::timeout(ctx.timeout, TcpStream::connect(ctx.addr)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+        let connected = match stream.take() {
+            Some(s) => Ok(s),
+            None => match tokio::time::timeout(ctx.timeout, TcpStream::connect(ctx.addr)).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+            },
         };
         let stream = match connected {
             Ok(s) => s,
@@ -333,10 +348,14 @@ async fn next(ctx: &ClickCtx, c: &mut Conn) -> Option<Ticket> {
             ctx.dispenser.give_back();
             return None;
         }
-        Some(t) => t,
+        // Already paced before its connection had to be replaced.
+        Some(t) => return Some(t),
         None => ctx.dispenser.claim()?,
     };
-    pace(ticket.planned).await;
+    if !ctx.dispenser.pace().await {
+        ctx.dispenser.give_back();
+        return None;
+    }
     Some(ticket)
 }
 

@@ -77,7 +77,7 @@ use crate::histo::{Endpoint, Live, Recorder};
 use crate::prom::{AGGREGATION_LAG, AggregationLag};
 use crate::report::{ClickOutcomes, ClickTotals};
 use crate::scenario::{Plan, PlanOptions};
-use crate::schedule::{Dispenser, Schedule};
+use crate::schedule::{Dispenser, Schedule, spawn_pacer};
 use crate::verify::{Expected, VerifyReport};
 
 /// Runs the load test described by `opts` to its end (it always stops by itself).
@@ -199,12 +199,26 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         TargetKind::Plain => None,
     };
 
-    // Load.
+    // Load. The connections' state is made and connected first, so the schedule starts with
+    // every connection ready.
+    let notes = match &target {
+        Target::Scenario { plan, .. } => plan.notes.len(),
+        Target::Plain { .. } => 0,
+    };
+    let preparing: Vec<_> = (0..opts.connections as u64)
+        .map(|id| tokio::spawn(clicks::prepare_slot(addr, opts.timeout, notes, id, seed)))
+        .collect();
+    let mut slots = Vec::with_capacity(preparing.len());
+    for p in preparing {
+        slots.push(p.await.context("click connection set-up task")?);
+    }
     let start = Instant::now();
-    let dispenser = match opts.rate {
+    let dispenser = Arc::new(match opts.rate {
         Some(r) => Dispenser::open(Schedule::new(start, r)?, opts.duration, opts.requests),
         None => Dispenser::closed(start, opts.duration, opts.requests),
-    };
+    });
+    // Ends by itself once every ticket is released or the run is stopped (never joined).
+    let _pacer = spawn_pacer(dispenser.clone()).context("starting the open-loop pacer thread")?;
     let planned_total = dispenser.planned_total();
     let ctx =
         Arc::new(ClickCtx { addr, dispenser, live: live.clone(), timeout: opts.timeout, target, client: opts.client });
@@ -218,8 +232,7 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
             ctx.dispenser.stop();
         })
     };
-    let workers: Vec<_> =
-        (0..opts.connections as u64).map(|id| tokio::spawn(clicks::worker(ctx.clone(), id, seed))).collect();
+    let workers: Vec<_> = slots.into_iter().map(|slot| tokio::spawn(clicks::worker(ctx.clone(), slot))).collect();
     let mut rec = Recorder::new();
     rec.merge(&setup_rec)?;
     let mut obs = ClickObs::default();

@@ -7,24 +7,33 @@
 //! When every connection is stuck on a slow server, tickets keep their planned times, so
 //! the queueing delay is part of the measured latency (no coordinated omission).
 //!
-//! The tokio timer ticks in milliseconds and rounds deadlines *up*, so waiting exactly
-//! for the planned time would make every request up to 1 ms late, and that lateness
-//! would be charged to the server. Instead a request leaves at most one tick **early**
-//! ([`TIMER_SLACK`]), never late unless the tester is saturated, and its latency is
-//! measured from the earlier of its planned and its actual send time ([`latency_origin`]):
-//! a late request is charged its wait, an early one only its service time.
+//! **Pacing.** The tokio timer ticks in milliseconds: requests woken by it leave in bursts,
+//! every request due within the same millisecond at once (17 at 17,000/s), and each burst
+//! queues at the target behind itself, which real traffic from many clients does not do.
+//! So the open loop is paced by its own OS thread ([`spawn_pacer`]), which sleeps with the
+//! kernel's high-resolution timers and releases each ticket at its planned time (less
+//! [`PACER_LEAD`], the usual oversleep) to the connection holding it: requests leave one
+//! or two at a time, at the planned rate. A request that leaves a little early is measured
+//! from its actual send time, a late one from its planned time ([`latency_origin`]): a
+//! late request is charged its wait, an early one only its service time.
 //!
 //! Either loop hands out **no ticket at or after `start + duration`**, so a run always ends
 //! about on time: the requests in flight then get their `--timeout`, nothing more. In the
 //! open loop a tester (or target) that cannot keep up falls behind schedule, and the
 //! tickets still unclaimed at the end are never sent: [`Dispenser::tally`] counts them.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How early a request may leave before its planned time (one timer tick).
-pub const TIMER_SLACK: Duration = Duration::from_millis(1);
+use tokio::sync::Semaphore;
+
+/// How early the pacer releases a request before its planned time: about what a
+/// thread's sleep overshoots by (Linux's default timer slack is 50 µs, `prctl(2)`
+/// `PR_SET_TIMERSLACK`), so requests leave about on time rather than always late.
+pub const PACER_LEAD: Duration = Duration::from_micros(50);
+/// Longest single sleep of the pacer thread, so a stop is seen within it at any rate.
+const PACER_MAX_SLEEP: Duration = Duration::from_millis(20);
 
 /// Lowest open-loop rate, requests/s (one request per 1,000 s).
 pub const MIN_RATE: f64 = 0.001;
@@ -122,6 +131,11 @@ pub struct Dispenser {
     stopped_at: OnceLock<Instant>,
     /// Tickets handed back unsent ([`Dispenser::give_back`]).
     returned: AtomicU64,
+    /// Open loop: one permit per ticket released by the pacer; a claimed ticket waits for
+    /// one ([`Dispenser::pace`]). Closed at the stop.
+    gate: Semaphore,
+    /// Open loop: tickets released so far (`n < released` are due).
+    released: AtomicU64,
 }
 
 impl Dispenser {
@@ -135,6 +149,8 @@ impl Dispenser {
             stopped: AtomicBool::new(false),
             stopped_at: OnceLock::new(),
             returned: AtomicU64::new(0),
+            gate: Semaphore::new(0),
+            released: AtomicU64::new(0),
         }
     }
 
@@ -150,6 +166,8 @@ impl Dispenser {
             stopped: AtomicBool::new(false),
             stopped_at: OnceLock::new(),
             returned: AtomicU64::new(0),
+            gate: Semaphore::new(0),
+            released: AtomicU64::new(0),
         }
     }
 
@@ -182,10 +200,49 @@ impl Dispenser {
         self.is_stopped() || Instant::now() >= self.deadline
     }
 
-    /// Ends the run: no more tickets.
+    /// Ends the run: no more tickets, and connections waiting in [`Dispenser::pace`] are let go.
     pub fn stop(&self) {
         let _ = self.stopped_at.set(Instant::now());
         self.stopped.store(true, Ordering::Relaxed);
+        self.gate.close();
+    }
+
+    /// Open loop: waits until the pacer releases a ticket for this claimed request (at its
+    /// planned time less [`PACER_LEAD`]; tickets are released in claim order). `false` when
+    /// the run was stopped meanwhile: the request is not to be sent ([`Dispenser::give_back`]).
+    /// Returns `true` at once in the closed loop. Call it once per claimed ticket.
+    pub async fn pace(&self) -> bool {
+        if self.schedule.is_none() {
+            return true;
+        }
+        match self.gate.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Open loop: releases every ticket planned up to `now + PACER_LEAD` to the connections
+    /// waiting in [`Dispenser::pace`]; returns the planned time of the next ticket, or `None`
+    /// once every ticket is released or the run is stopped (and always in the closed loop).
+    pub fn release_due(&self, now: Instant) -> Option<Instant> {
+        let s = self.schedule.as_ref()?;
+        if self.is_stopped() {
+            return None;
+        }
+        let due = s.count_within((now + PACER_LEAD).saturating_duration_since(s.start)).min(self.limit);
+        let before = self.released.load(Ordering::Relaxed);
+        if due > before {
+            // A semaphore holds at most `MAX_PERMITS`; what does not fit is released next time.
+            let room = Semaphore::MAX_PERMITS.saturating_sub(self.gate.available_permits());
+            let add = usize::try_from(due - before).unwrap_or(usize::MAX).min(room);
+            self.gate.add_permits(add);
+            self.released.fetch_add(add as u64, Ordering::Relaxed);
+        }
+        let next = self.released.load(Ordering::Relaxed);
+        (next < self.limit).then(|| s.planned(next))
     }
 
     /// Whether [`Dispenser::stop`] was called.
@@ -222,15 +279,25 @@ impl Dispenser {
     }
 }
 
-/// Waits until `planned` is at most [`TIMER_SLACK`] away (open loop); returns at once in the
-/// closed loop or when the request is already due.
-pub async fn pace(planned: Option<Instant>) {
-    if let Some(p) = planned {
-        let wake = p.checked_sub(TIMER_SLACK).unwrap_or(p);
-        if wake > Instant::now() {
-            tokio::time::sleep_until(wake.into()).await;
-        }
+/// Starts the open-loop pacer: an OS thread that releases each ticket at its planned time
+/// ([`Dispenser::release_due`]) and ends once every ticket is released or the run is stopped.
+/// `Ok(None)` in the closed loop, which is not paced.
+///
+/// # Errors
+/// The thread could not be started (the run cannot be paced).
+pub fn spawn_pacer(d: Arc<Dispenser>) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
+    if d.schedule.is_none() {
+        return Ok(None);
     }
+    let pacer = std::thread::Builder::new().name("linkloop-loadtest-pacer".into()).spawn(move || {
+        while let Some(next) = d.release_due(Instant::now()) {
+            let wait = next.saturating_duration_since(Instant::now() + PACER_LEAD).min(PACER_MAX_SLEEP);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
+    })?;
+    Ok(Some(pacer))
 }
 
 /// The instant a request's latency is measured from: the earlier of its planned and actual
@@ -328,6 +395,72 @@ mod tests {
         assert!(d.claim().is_some());
         d.stop();
         assert!(d.claim().is_none() && d.is_stopped());
+    }
+
+    #[test]
+    fn the_pacer_releases_tickets_planned_within_its_lead_and_names_the_next() {
+        let t0 = Instant::now();
+        // 1,000/s for 10 ms: tickets 0..9 at t0 + n ms.
+        let d = Dispenser::open(Schedule::new(t0, 1000.0).unwrap(), Duration::from_millis(10), None);
+        assert_eq!(d.release_due(t0), Some(t0 + Duration::from_millis(1)));
+        assert_eq!(d.gate.available_permits(), 1, "ticket 0 (due at t0)");
+        // 20 µs short of ticket 3: within the lead, so tickets 1..3 go too.
+        let next = d.release_due(t0 + Duration::from_micros(2980));
+        assert_eq!(next, Some(t0 + Duration::from_millis(4)));
+        assert_eq!(d.gate.available_permits(), 4);
+        assert_eq!(d.release_due(t0 + Duration::from_micros(2990)), next, "nothing new is due");
+        assert_eq!(d.gate.available_permits(), 4);
+        // Long after the end: the rest, up to the limit, then nothing more.
+        assert_eq!(d.release_due(t0 + Duration::from_secs(5)), None);
+        assert_eq!(d.gate.available_permits(), 10);
+        assert_eq!(d.released.load(Ordering::Relaxed), 10);
+        // The closed loop is not paced.
+        let c = Dispenser::closed(t0, Duration::from_secs(1), None);
+        assert_eq!(c.release_due(t0 + Duration::from_secs(1)), None);
+        assert_eq!(c.gate.available_permits(), 0);
+    }
+
+    #[test]
+    fn the_pacer_stops_releasing_once_stopped_and_respects_a_request_limit() {
+        let t0 = Instant::now();
+        let d = Dispenser::open(Schedule::new(t0, 1000.0).unwrap(), Duration::from_secs(10), Some(3));
+        assert_eq!(d.release_due(t0 + Duration::from_secs(1)), None, "3 tickets, all due");
+        assert_eq!(d.gate.available_permits(), 3);
+        let d = Dispenser::open(Schedule::new(t0, 1000.0).unwrap(), Duration::from_secs(10), None);
+        d.stop();
+        assert_eq!(d.release_due(t0 + Duration::from_secs(1)), None);
+        assert_eq!(d.gate.available_permits(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_claimed_ticket_waits_for_its_release_and_a_stop_lets_it_go_unsent() {
+        let t0 = Instant::now();
+        let d = Arc::new(Dispenser::open(Schedule::new(t0, 1.0).unwrap(), Duration::from_secs(100), None));
+        // Ticket 0 is due at once, ticket 1 only in a second.
+        assert_eq!(d.release_due(t0), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(d.claim_at(t0).map(|t| t.n), Some(0));
+        assert!(d.pace().await, "ticket 0 was released");
+        assert_eq!(d.claim_at(t0).map(|t| t.n), Some(1));
+        let waiting = tokio::spawn({
+            let d = d.clone();
+            async move { d.pace().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "ticket 1 is not released yet");
+        d.stop();
+        assert!(!waiting.await.unwrap(), "stopped: not to be sent");
+        // Closed loop: never waits.
+        assert!(Dispenser::closed(t0, Duration::from_secs(1), None).pace().await);
+    }
+
+    #[test]
+    fn the_pacer_thread_releases_every_ticket_and_ends() {
+        let d =
+            Arc::new(Dispenser::open(Schedule::new(Instant::now(), 2000.0).unwrap(), Duration::from_millis(50), None));
+        let pacer = spawn_pacer(d.clone()).unwrap().unwrap();
+        pacer.join().unwrap();
+        assert_eq!(d.gate.available_permits(), 100, "50 ms at 2,000/s");
+        assert!(spawn_pacer(Arc::new(Dispenser::closed(Instant::now(), Duration::ZERO, None))).unwrap().is_none());
     }
 
     #[test]
