@@ -77,7 +77,7 @@ use crate::histo::{Endpoint, Live, Recorder};
 use crate::prom::{AGGREGATION_LAG, AggregationLag};
 use crate::report::{ClickOutcomes, ClickTotals};
 use crate::scenario::{Plan, PlanOptions};
-use crate::schedule::{Dispenser, Schedule, spawn_pacer};
+use crate::schedule::{Dispenser, Schedule, pace_open_loop};
 use crate::verify::{Expected, VerifyReport};
 
 /// Runs the load test described by `opts` to its end (it always stops by itself).
@@ -217,8 +217,17 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         Some(r) => Dispenser::open(Schedule::new(start, r)?, opts.duration, opts.requests),
         None => Dispenser::closed(start, opts.duration, opts.requests),
     });
-    // Ends by itself once every ticket is released or the run is stopped (never joined).
-    let _pacer = spawn_pacer(dispenser.clone()).context("starting the open-loop pacer thread")?;
+    // Ends by itself once every ticket is released or the run is stopped.
+    let pacer = tokio::spawn({
+        let d = dispenser.clone();
+        async move {
+            let paced = pace_open_loop(d.clone()).await;
+            if paced.is_err() {
+                d.stop(); // the connections waiting for tickets are let go
+            }
+            paced
+        }
+    });
     let planned_total = dispenser.planned_total();
     let ctx =
         Arc::new(ClickCtx { addr, dispenser, live: live.clone(), timeout: opts.timeout, target, client: opts.client });
@@ -255,6 +264,12 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         _ => None,
     };
     stopper.abort();
+    // A pacer that failed left tickets unreleased: the run could not be paced.
+    match pacer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => anyhow::bail!("open-loop pacer: {e}"),
+        Err(e) => anyhow::bail!("open-loop pacer task: {e}"),
+    }
     drop(ctx); // closes the conversion queue: the driver drains and ends
     // While conversions drain, measure how long the gateway takes to count every click.
     let verifying = plan.is_some() && !opts.no_verify;

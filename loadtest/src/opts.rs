@@ -18,9 +18,10 @@ pub struct Opts {
     #[arg(short = 'c', long, default_value_t = 64)]
     pub connections: usize,
 
-    /// Open loop: click requests per second (0.001 to 10^9) on a fixed schedule; latency is measured from each
-    /// request's planned send time (no coordinated omission). Without it: closed loop, as fast as
-    /// the connections go.
+    /// Open loop: click requests per second (0.001 to 10^9) on a fixed schedule, each released at its
+    /// planned time by a `timerfd` pacer (a few at a time, at most 100 µs early; not in millisecond bursts); latency is
+    /// measured from each request's planned send time (no coordinated omission). Without it: closed
+    /// loop, as fast as the connections go. Either way the connections are opened before the clock starts.
     #[arg(short = 'R', long)]
     pub rate: Option<f64>,
 

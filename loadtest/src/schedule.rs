@@ -10,12 +10,14 @@
 //! **Pacing.** The tokio timer ticks in milliseconds: requests woken by it leave in bursts,
 //! every request due within the same millisecond at once (17 at 17,000/s), and each burst
 //! queues at the target behind itself, which real traffic from many clients does not do.
-//! So the open loop is paced by its own OS thread ([`spawn_pacer`]), which sleeps with the
-//! kernel's high-resolution timers and releases each ticket at its planned time (less
-//! [`PACER_LEAD`], the usual oversleep) to the connection holding it: requests leave one
-//! or two at a time, at the planned rate. A request that leaves a little early is measured
-//! from its actual send time, a late one from its planned time ([`latency_origin`]): a
-//! late request is charged its wait, an early one only its service time.
+//! So the open loop is paced by one task ([`pace_open_loop`]) that waits on a Linux
+//! `timerfd` (`timerfd_create(2)`: nanosecond deadlines, woken through the runtime's own
+//! `epoll`, no second thread) and releases the tickets due within the next
+//! [`PACER_TICK`] to the connections holding them: at most one wake-up per tick, requests
+//! leaving a few at a time (one or two at 17,000/s), at the planned rate. A request that
+//! leaves a little early is measured from its actual send time, a late one from its planned
+//! time ([`latency_origin`]): a late request is charged its wait, an early one only its
+//! service time.
 //!
 //! Either loop hands out **no ticket at or after `start + duration`**, so a run always ends
 //! about on time: the requests in flight then get their `--timeout`, nothing more. In the
@@ -28,12 +30,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-/// How early the pacer releases a request before its planned time: about what a
-/// thread's sleep overshoots by (Linux's default timer slack is 50 µs, `prctl(2)`
-/// `PR_SET_TIMERSLACK`), so requests leave about on time rather than always late.
-pub const PACER_LEAD: Duration = Duration::from_micros(50);
-/// Longest single sleep of the pacer thread, so a stop is seen within it at any rate.
-const PACER_MAX_SLEEP: Duration = Duration::from_millis(20);
+/// The pacer's step: it wakes at most once per tick and releases every request planned
+/// before the next tick, each at most this early. About a timer's usual oversleep (Linux's
+/// default timer slack is 50 µs, `prctl(2)` `PR_SET_TIMERSLACK`); a shorter step costs the
+/// tester a wake-up per request at high rates (at 50,000/s and more it would fall behind).
+pub const PACER_TICK: Duration = Duration::from_micros(100);
+/// Longest single wait of the pacer, so a stop is seen within it at any rate.
+const PACER_MAX_WAIT: Duration = Duration::from_millis(20);
 
 /// Lowest open-loop rate, requests/s (one request per 1,000 s).
 pub const MIN_RATE: f64 = 0.001;
@@ -207,8 +210,8 @@ impl Dispenser {
         self.gate.close();
     }
 
-    /// Open loop: waits until the pacer releases a ticket for this claimed request (at its
-    /// planned time less [`PACER_LEAD`]; tickets are released in claim order). `false` when
+    /// Open loop: waits until the pacer releases a ticket for this claimed request (at most
+    /// [`PACER_TICK`] before its planned time; tickets are released in claim order). `false` when
     /// the run was stopped meanwhile: the request is not to be sent ([`Dispenser::give_back`]).
     /// Returns `true` at once in the closed loop. Call it once per claimed ticket.
     pub async fn pace(&self) -> bool {
@@ -224,7 +227,7 @@ impl Dispenser {
         }
     }
 
-    /// Open loop: releases every ticket planned up to `now + PACER_LEAD` to the connections
+    /// Open loop: releases every ticket planned up to `now + PACER_TICK` to the connections
     /// waiting in [`Dispenser::pace`]; returns the planned time of the next ticket, or `None`
     /// once every ticket is released or the run is stopped (and always in the closed loop).
     pub fn release_due(&self, now: Instant) -> Option<Instant> {
@@ -232,7 +235,7 @@ impl Dispenser {
         if self.is_stopped() {
             return None;
         }
-        let due = s.count_within((now + PACER_LEAD).saturating_duration_since(s.start)).min(self.limit);
+        let due = s.count_within((now + PACER_TICK).saturating_duration_since(s.start)).min(self.limit);
         let before = self.released.load(Ordering::Relaxed);
         if due > before {
             // A semaphore holds at most `MAX_PERMITS`; what does not fit is released next time.
@@ -279,25 +282,45 @@ impl Dispenser {
     }
 }
 
-/// Starts the open-loop pacer: an OS thread that releases each ticket at its planned time
-/// ([`Dispenser::release_due`]) and ends once every ticket is released or the run is stopped.
-/// `Ok(None)` in the closed loop, which is not paced.
+/// The open-loop pacer: releases each ticket about on its planned time
+/// ([`Dispenser::release_due`]), waking on a `timerfd` at most once per [`PACER_TICK`];
+/// returns once every ticket is released or the run is stopped, at once in the closed loop.
+/// Run it as a task on the load's runtime.
 ///
 /// # Errors
-/// The thread could not be started (the run cannot be paced).
-pub fn spawn_pacer(d: Arc<Dispenser>) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
+/// The timer could not be created, armed or read (`timerfd_create(2)`, `timerfd_settime(2)`):
+/// the run cannot be paced.
+pub async fn pace_open_loop(d: Arc<Dispenser>) -> std::io::Result<()> {
+    use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
     if d.schedule.is_none() {
-        return Ok(None);
+        return Ok(());
     }
-    let pacer = std::thread::Builder::new().name("linkloop-loadtest-pacer".into()).spawn(move || {
-        while let Some(next) = d.release_due(Instant::now()) {
-            let wait = next.saturating_duration_since(Instant::now() + PACER_LEAD).min(PACER_MAX_SLEEP);
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
+    let fd = rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)?;
+    // An `OwnedFd`, moved in: the descriptor stays open and the same for the `AsyncFd`'s whole
+    // life, which is what the constructor's deprecation (tokio #8587, I/O safety) asks of it.
+    #[allow(deprecated)]
+    let timer = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+    let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+    while let Some(next) = d.release_due(Instant::now()) {
+        // Until the next ticket is within a tick: never less than a tick (a zero value would
+        // disarm the timer), never so long that a stop goes unseen.
+        let wait = next.saturating_duration_since(Instant::now() + PACER_TICK).clamp(PACER_TICK, PACER_MAX_WAIT);
+        let value = Timespec::try_from(wait).map_err(|_| std::io::Error::other("pacer wait out of range"))?;
+        rustix::time::timerfd_settime(
+            timer.get_ref(),
+            TimerfdTimerFlags::empty(),
+            &Itimerspec { it_interval: zero, it_value: value },
+        )?;
+        let mut ready = timer.readable().await?;
+        // The expiration count (8 bytes); the timer is one-shot, so it only says "fired".
+        // Read before the timer is armed again, so its next expiry is a new edge.
+        let mut count = [0u8; 8];
+        match rustix::io::read(ready.get_inner(), &mut count) {
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+            Err(e) => return Err(e.into()),
         }
-    })?;
-    Ok(Some(pacer))
+    }
+    Ok(())
 }
 
 /// The instant a request's latency is measured from: the earlier of its planned and actual
@@ -453,14 +476,20 @@ mod tests {
         assert!(Dispenser::closed(t0, Duration::from_secs(1), None).pace().await);
     }
 
-    #[test]
-    fn the_pacer_thread_releases_every_ticket_and_ends() {
+    #[tokio::test]
+    async fn the_pacer_releases_every_ticket_and_ends() {
         let d =
             Arc::new(Dispenser::open(Schedule::new(Instant::now(), 2000.0).unwrap(), Duration::from_millis(50), None));
-        let pacer = spawn_pacer(d.clone()).unwrap().unwrap();
-        pacer.join().unwrap();
+        pace_open_loop(d.clone()).await.unwrap();
         assert_eq!(d.gate.available_permits(), 100, "50 ms at 2,000/s");
-        assert!(spawn_pacer(Arc::new(Dispenser::closed(Instant::now(), Duration::ZERO, None))).unwrap().is_none());
+        assert!(Instant::now() >= d.schedule.unwrap().planned(99) - PACER_TICK, "none released more than a tick early");
+        // Stopped: returns without releasing the rest.
+        let d = Arc::new(Dispenser::open(Schedule::new(Instant::now(), 1.0).unwrap(), Duration::from_secs(100), None));
+        d.stop();
+        pace_open_loop(d.clone()).await.unwrap();
+        assert_eq!(d.gate.available_permits(), 0);
+        // The closed loop is not paced.
+        pace_open_loop(Arc::new(Dispenser::closed(Instant::now(), Duration::ZERO, None))).await.unwrap();
     }
 
     #[test]
