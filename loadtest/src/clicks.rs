@@ -74,7 +74,7 @@ pub struct ConversionSeed {
 pub struct ClickCtx {
     /// Where to connect.
     pub addr: SocketAddr,
-    /// Tickets, stop conditions and open-loop pacing (shared with the pacer thread).
+    /// Tickets, stop conditions and open-loop pacing (shared with the pacer task).
     pub dispenser: Arc<Dispenser>,
     /// Progress counters.
     pub live: Arc<Live>,

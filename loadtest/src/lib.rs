@@ -77,7 +77,7 @@ use crate::histo::{Endpoint, Live, Recorder};
 use crate::prom::{AGGREGATION_LAG, AggregationLag};
 use crate::report::{ClickOutcomes, ClickTotals};
 use crate::scenario::{Plan, PlanOptions};
-use crate::schedule::{Dispenser, Schedule, pace_open_loop};
+use crate::schedule::{Dispenser, Pacer, Schedule};
 use crate::verify::{Expected, VerifyReport};
 
 /// Runs the load test described by `opts` to its end (it always stops by itself).
@@ -205,6 +205,11 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         Target::Scenario { plan, .. } => plan.notes.len(),
         Target::Plain { .. } => 0,
     };
+    // The open loop's timer first: no run starts that cannot be paced.
+    let pacer = match opts.rate {
+        Some(_) => Some(Pacer::new().context("creating the open-loop pacer's timer")?),
+        None => None,
+    };
     let preparing: Vec<_> = (0..opts.connections as u64)
         .map(|id| tokio::spawn(clicks::prepare_slot(addr, opts.timeout, notes, id, seed)))
         .collect();
@@ -218,15 +223,15 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         None => Dispenser::closed(start, opts.duration, opts.requests),
     });
     // Ends by itself once every ticket is released or the run is stopped.
-    let pacer = tokio::spawn({
+    let pacer = pacer.map(|p| {
         let d = dispenser.clone();
-        async move {
-            let paced = pace_open_loop(d.clone()).await;
+        tokio::spawn(async move {
+            let paced = p.run(d.clone()).await;
             if paced.is_err() {
                 d.stop(); // the connections waiting for tickets are let go
             }
             paced
-        }
+        })
     });
     let planned_total = dispenser.planned_total();
     let ctx =
@@ -264,12 +269,15 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         _ => None,
     };
     stopper.abort();
-    // A pacer that failed left tickets unreleased: the run could not be paced.
-    match pacer.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => anyhow::bail!("open-loop pacer: {e}"),
-        Err(e) => anyhow::bail!("open-loop pacer task: {e}"),
-    }
+    // A pacer that failed stopped the run early: its measurements stand, the error is reported.
+    let pacer_error = match pacer {
+        Some(p) => match p.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("open-loop pacer failed, the load was cut short: {e}")),
+            Err(e) => Some(format!("open-loop pacer task failed, the load was cut short: {e}")),
+        },
+        None => None,
+    };
     drop(ctx); // closes the conversion queue: the driver drains and ends
     // While conversions drain, measure how long the gateway takes to count every click.
     let verifying = plan.is_some() && !opts.no_verify;
@@ -286,7 +294,7 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         _ => None,
     };
     // What kept the run from finishing once the load ran (the measurements are kept).
-    let mut error: Option<String> = None;
+    let mut error: Option<String> = pacer_error;
     let (conv, conv_rec, conv_end) = match driver {
         Some(d) => match d.await {
             Ok((o, r)) => (Some(o), Some(r), Instant::now()),

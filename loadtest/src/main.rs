@@ -4,7 +4,8 @@
 //! still printed: the verification not possible, not a single click request answered, or an
 //! open-loop target that stopped answering mid-run), 3 when an open-loop run did not reach its
 //! rate (more than 1% of the planned requests unsent) against a target that kept answering,
-//! 64 on a usage error (sysexits `EX_USAGE`, as the gateway's own CLI).
+//! 64 on a usage error (sysexits `EX_USAGE`, as the gateway's own CLI), 130 when quit by a
+//! second Ctrl-C (the first ends the load and lets the run finish).
 
 use std::process::ExitCode;
 
@@ -39,9 +40,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = rt.block_on(loadtest::run_until(opts, async {
-        let _ = tokio::signal::ctrl_c().await;
-    }));
+    let result = rt.block_on(async {
+        // The first Ctrl-C ends the load (its results and the verification still come);
+        // a second one quits at once, whatever the run is doing (exit 130, 128 + SIGINT).
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            eprintln!(
+                "linkloop-loadtest: interrupted: no new requests; finishing the requests in flight, queued \
+                 conversions and the verification (Ctrl-C again to quit at once)"
+            );
+            let _ = stop_tx.send(());
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("linkloop-loadtest: quit");
+                std::process::exit(130);
+            }
+        });
+        loadtest::run_until(opts, async {
+            // No Ctrl-C handler (the watcher ended without a signal): never stop early.
+            if stop_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
+    });
     match result {
         Ok(summary) => {
             print!("{}", summary.render());

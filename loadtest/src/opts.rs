@@ -15,14 +15,14 @@ pub struct Opts {
     pub base_url: String,
 
     /// Connections for the click traffic (each: one HTTP/1.1 keep-alive connection, one request at a time).
-    #[arg(short = 'c', long, default_value_t = 64)]
+    #[arg(short = 'c', long, default_value_t = 64, value_parser = parse_connections)]
     pub connections: usize,
 
     /// Open loop: click requests per second (0.001 to 10^9) on a fixed schedule, each released at its
     /// planned time by a `timerfd` pacer (a few at a time, at most 100 µs early; not in millisecond bursts); latency is
     /// measured from each request's planned send time (no coordinated omission). Without it: closed
     /// loop, as fast as the connections go. Either way the connections are opened before the clock starts.
-    #[arg(short = 'R', long)]
+    #[arg(short = 'R', long, value_parser = parse_rate)]
     pub rate: Option<f64>,
 
     /// How long to send click traffic (e.g. `10s`, `500ms`, `2m`). With `--requests`, whichever ends first.
@@ -195,8 +195,10 @@ Exit status: 0 passed; 1 the verification found a difference; 2 an error, e.g. t
 answered, or, open loop, when it stopped answering mid-run (the rate not reached and at least
 -c connection attempts refused); or after it, with the verification not possible; 3 open loop:
 the requested rate was not reached (more than 1% of the planned requests not sent) though the
-target kept answering; 64 a usage error (an unknown option, a bad value). Answers of any
-status (a 404 too) count as answered.";
+target kept answering; 64 a usage error (an unknown option, a bad value, -R outside 0.001 to
+1e9, -c 0, a duration over 365 days); 130 quit by a second Ctrl-C (the first ends the load,
+and the run then finishes: requests in flight, queued conversions, the verification). Answers
+of any status (a 404 too) count as answered.";
 
 /// What `BASE_URL` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -261,6 +263,35 @@ impl UaMix {
     }
 }
 
+/// Longest duration any option takes (`--duration`, `--timeout`, …): 365 days. Beyond it an
+/// instant plus the duration could overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// `-R`: requests per second, from [`crate::schedule::MIN_RATE`] to [`crate::schedule::MAX_RATE`].
+///
+/// # Errors
+/// Not a number, or outside that range (a usage error, before any request is sent).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    use crate::schedule::{MAX_RATE, MIN_RATE};
+    let r: f64 = text.trim().parse().map_err(|_| format!("{text:?}: expected requests per second, e.g. 5000"))?;
+    if r.is_finite() && (MIN_RATE..=MAX_RATE).contains(&r) {
+        Ok(r)
+    } else {
+        Err(format!("{text:?}: must be from {MIN_RATE} to {MAX_RATE:e} requests/s"))
+    }
+}
+
+/// `-c`: at least one connection.
+///
+/// # Errors
+/// Not a whole number, or 0.
+pub fn parse_connections(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?}: expected a number of connections, at least 1")),
+    }
+}
+
 /// Parses `10s`, `500ms`, `2m`, `1.5s`, `1h`, `250us`; a bare number is seconds.
 ///
 /// # Errors
@@ -278,13 +309,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         other => return Err(format!("{text:?}: unknown unit {other:?} (use us, ms, s, m, h)")),
     };
-    Duration::try_from_secs_f64(n * scale).map_err(|e| format!("{text:?}: {e}"))
+    let d = Duration::try_from_secs_f64(n * scale).map_err(|e| format!("{text:?}: {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{text:?}: at most 365 days"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_connections_and_durations_out_of_range_are_usage_errors() {
+        assert_eq!(parse_rate("2500").unwrap(), 2500.0);
+        assert_eq!(parse_rate("0.5").unwrap(), 0.5);
+        for bad in ["0", "-5", "abc", "1e12", "inf", "NaN", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_connections("64").unwrap(), 64);
+        assert!(parse_connections("0").is_err() && parse_connections("-1").is_err());
+        assert!(parse_duration("365d").is_err(), "no day unit");
+        assert_eq!(parse_duration("8760h").unwrap(), MAX_DURATION);
+        assert!(parse_duration("8761h").is_err());
+        assert!(parse_duration("10000000000000000000").is_err());
+        for args in [["-R", "0"], ["-R", "1e12"], ["-c", "0"], ["-d", "10000000000000000000"]] {
+            let mut argv = vec!["linkloop-loadtest"];
+            argv.extend(args);
+            argv.push("http://127.0.0.1:1");
+            assert!(Opts::try_parse_from(argv).is_err(), "{args:?}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -10,11 +10,14 @@
 //! **Pacing.** The tokio timer ticks in milliseconds: requests woken by it leave in bursts,
 //! every request due within the same millisecond at once (17 at 17,000/s), and each burst
 //! queues at the target behind itself, which real traffic from many clients does not do.
-//! So the open loop is paced by one task ([`pace_open_loop`]) that waits on a Linux
+//! So the open loop is paced by one task ([`Pacer::run`]) that waits on a Linux
 //! `timerfd` (`timerfd_create(2)`: nanosecond deadlines, woken through the runtime's own
 //! `epoll`, no second thread) and releases the tickets due within the next
-//! [`PACER_TICK`] to the connections holding them: at most one wake-up per tick, requests
-//! leaving a few at a time (one or two at 17,000/s), at the planned rate. A request that
+//! [`PACER_TICK`] to the connections waiting with a claimed ticket: at most one wake-up per
+//! tick, requests leaving a few at a time (one or two at 17,000/s), at the planned rate.
+//! Permits go to the waiting connections first come, first served, which is claim order
+//! on one thread; with `--threads` above 1 two connections may swap, and one request then
+//! leaves up to one interval early (measured from its send time, as below). A request that
 //! leaves a little early is measured from its actual send time, a late one from its planned
 //! time ([`latency_origin`]): a late request is charged its wait, an early one only its
 //! service time.
@@ -211,7 +214,8 @@ impl Dispenser {
     }
 
     /// Open loop: waits until the pacer releases a ticket for this claimed request (at most
-    /// [`PACER_TICK`] before its planned time; tickets are released in claim order). `false` when
+    /// [`PACER_TICK`] before its planned time; released tickets go to the waiting connections
+    /// first come, first served). `false` when
     /// the run was stopped meanwhile: the request is not to be sent ([`Dispenser::give_back`]).
     /// Returns `true` at once in the closed loop. Call it once per claimed ticket.
     pub async fn pace(&self) -> bool {
@@ -268,6 +272,8 @@ impl Dispenser {
             _ => self.limit,
         };
         let sent = self.issued();
+        // Interrupted: a ticket released (up to a tick early) before the stop counts as planned.
+        let planned = planned.max(sent.min(self.limit));
         Some(Tally { planned, sent, not_sent: planned.saturating_sub(sent) })
     }
 
@@ -282,45 +288,59 @@ impl Dispenser {
     }
 }
 
-/// The open-loop pacer: releases each ticket about on its planned time
-/// ([`Dispenser::release_due`]), waking on a `timerfd` at most once per [`PACER_TICK`];
-/// returns once every ticket is released or the run is stopped, at once in the closed loop.
-/// Run it as a task on the load's runtime.
-///
-/// # Errors
-/// The timer could not be created, armed or read (`timerfd_create(2)`, `timerfd_settime(2)`):
-/// the run cannot be paced.
-pub async fn pace_open_loop(d: Arc<Dispenser>) -> std::io::Result<()> {
-    use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
-    if d.schedule.is_none() {
-        return Ok(());
+/// The open-loop pacer's timer: a Linux `timerfd` (`timerfd_create(2)`, `CLOCK_MONOTONIC`),
+/// registered with the runtime's `epoll`. Made before the connections are opened, so a run
+/// that cannot be paced fails before its load, not during it.
+pub struct Pacer {
+    timer: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl Pacer {
+    /// Creates and registers the timer (call it inside the runtime).
+    ///
+    /// # Errors
+    /// `timerfd_create(2)` failed (e.g. no file descriptor left), or the runtime could not
+    /// register it.
+    pub fn new() -> std::io::Result<Pacer> {
+        use rustix::time::{TimerfdClockId, TimerfdFlags};
+        let fd =
+            rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)?;
+        // An `OwnedFd`, moved in: the descriptor stays open and the same for the `AsyncFd`'s
+        // whole life, which is what the constructor's deprecation (tokio #8587, I/O safety)
+        // asks of it.
+        #[allow(deprecated)]
+        let timer = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+        Ok(Pacer { timer })
     }
-    let fd = rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)?;
-    // An `OwnedFd`, moved in: the descriptor stays open and the same for the `AsyncFd`'s whole
-    // life, which is what the constructor's deprecation (tokio #8587, I/O safety) asks of it.
-    #[allow(deprecated)]
-    let timer = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
-    let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
-    while let Some(next) = d.release_due(Instant::now()) {
-        // Until the next ticket is within a tick: never less than a tick (a zero value would
-        // disarm the timer), never so long that a stop goes unseen.
-        let wait = next.saturating_duration_since(Instant::now() + PACER_TICK).clamp(PACER_TICK, PACER_MAX_WAIT);
-        let value = Timespec::try_from(wait).map_err(|_| std::io::Error::other("pacer wait out of range"))?;
-        rustix::time::timerfd_settime(
-            timer.get_ref(),
-            TimerfdTimerFlags::empty(),
-            &Itimerspec { it_interval: zero, it_value: value },
-        )?;
-        let mut ready = timer.readable().await?;
-        // The expiration count (8 bytes); the timer is one-shot, so it only says "fired".
-        // Read before the timer is armed again, so its next expiry is a new edge.
-        let mut count = [0u8; 8];
-        match rustix::io::read(ready.get_inner(), &mut count) {
-            Ok(_) | Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
-            Err(e) => return Err(e.into()),
+
+    /// Releases each ticket of `d` about on its planned time ([`Dispenser::release_due`]),
+    /// waking at most once per [`PACER_TICK`]; returns once every ticket is released or the
+    /// run is stopped, at once in the closed loop. Run it as a task on the load's runtime.
+    ///
+    /// # Errors
+    /// The timer could not be armed or read (`timerfd_settime(2)`, `read(2)`): the run cannot
+    /// be paced any further.
+    pub async fn run(self, d: Arc<Dispenser>) -> std::io::Result<()> {
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec};
+        let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+        while let Some(next) = d.release_due(Instant::now()) {
+            // Until the next ticket is within a tick: never less than a tick (a zero value
+            // would disarm the timer), never so long that a stop goes unseen.
+            let wait = next.saturating_duration_since(Instant::now() + PACER_TICK).clamp(PACER_TICK, PACER_MAX_WAIT);
+            let value = Timespec::try_from(wait).map_err(|_| std::io::Error::other("pacer wait out of range"))?;
+            let spec = Itimerspec { it_interval: zero, it_value: value };
+            rustix::time::timerfd_settime(self.timer.get_ref(), TimerfdTimerFlags::empty(), &spec)?;
+            let mut ready = self.timer.readable().await?;
+            // The expiration count (8 bytes); the timer is one-shot, so it only says "fired".
+            // Read before the timer is armed again, so its next expiry is a new edge.
+            let mut count = [0u8; 8];
+            match rustix::io::read(ready.get_inner(), &mut count) {
+                Ok(_) | Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The instant a request's latency is measured from: the earlier of its planned and actual
@@ -480,16 +500,16 @@ mod tests {
     async fn the_pacer_releases_every_ticket_and_ends() {
         let d =
             Arc::new(Dispenser::open(Schedule::new(Instant::now(), 2000.0).unwrap(), Duration::from_millis(50), None));
-        pace_open_loop(d.clone()).await.unwrap();
+        Pacer::new().unwrap().run(d.clone()).await.unwrap();
         assert_eq!(d.gate.available_permits(), 100, "50 ms at 2,000/s");
         assert!(Instant::now() >= d.schedule.unwrap().planned(99) - PACER_TICK, "none released more than a tick early");
         // Stopped: returns without releasing the rest.
         let d = Arc::new(Dispenser::open(Schedule::new(Instant::now(), 1.0).unwrap(), Duration::from_secs(100), None));
         d.stop();
-        pace_open_loop(d.clone()).await.unwrap();
+        Pacer::new().unwrap().run(d.clone()).await.unwrap();
         assert_eq!(d.gate.available_permits(), 0);
         // The closed loop is not paced.
-        pace_open_loop(Arc::new(Dispenser::closed(Instant::now(), Duration::ZERO, None))).await.unwrap();
+        Pacer::new().unwrap().run(Arc::new(Dispenser::closed(Instant::now(), Duration::ZERO, None))).await.unwrap();
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -474,9 +475,59 @@ async fn usage_errors_exit_64_and_help_exits_0() {
     let (code, _, err) = run_binary("--bogus-option http://127.0.0.1:1/").await;
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--bogus-option"), "{err}");
-    let (code, _, err) = run_binary("-R abc http://127.0.0.1:1/").await;
-    assert_eq!(code, Some(64), "{err}");
+    // Bad values are refused before anything is sent (was exit 2 after minting, or a panic).
+    for bad in ["-R abc", "-R 0", "-R 1e12", "-c 0", "-d 10000000000000000000"] {
+        let (code, _, err) = run_binary(&format!("{bad} http://127.0.0.1:1/")).await;
+        assert_eq!(code, Some(64), "{bad}: {err}");
+    }
     let (code, out, _) = run_binary("--help").await;
     assert_eq!(code, Some(0));
     assert!(out.contains("Exit status:"), "{out}");
+}
+
+/// The first Ctrl-C ends an open-loop run's load and the run reports (exit 0: the requests
+/// sent were answered); a second Ctrl-C quits at once with 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_ends_the_load_and_a_second_one_quits_at_once() {
+    let base = spawn_fake(Lies::default()).await;
+    let url = format!("{base}/j/x");
+    let start = |extra: &'static str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_linkloop-loadtest"))
+            .args(["--target-kind", "plain", "-R", "200", "-d", "30s", "-c", "4", "--progress", "off"])
+            .args(extra.split_whitespace())
+            .arg(&url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let sigint = |pid: u32| {
+        let ok = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success();
+        assert!(ok, "kill -INT {pid}");
+    };
+    // One Ctrl-C: the load stops, the table and the tally come, exit 0.
+    let child = start("");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sigint(child.id().unwrap());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await.unwrap().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(stdout.contains("(interrupted: planned up to the stop)"), "{stdout}");
+    let sent: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("open loop: planned ")?.split(", sent ").nth(1)?.split(',').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!((100..=1000).contains(&sent), "about 1.5 s at 200/s, not 30 s: {sent}");
+    // Two: quit at once (a long conversion drain or verification would otherwise follow).
+    let child = start("");
+    let pid = child.id().unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    sigint(pid);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sigint(pid);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await.unwrap().unwrap();
+    let code = out.status.code();
+    // Exit 130, or 0 when the run had already finished between the two signals.
+    assert!(code == Some(130) || code == Some(0), "{code:?} {}", String::from_utf8_lossy(&out.stderr));
 }
