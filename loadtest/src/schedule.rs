@@ -215,9 +215,9 @@ impl Dispenser {
 
     /// Open loop: waits until the pacer releases a ticket for this claimed request (at most
     /// [`PACER_TICK`] before its planned time; released tickets go to the waiting connections
-    /// first come, first served). `false` when
-    /// the run was stopped meanwhile: the request is not to be sent ([`Dispenser::give_back`]).
-    /// Returns `true` at once in the closed loop. Call it once per claimed ticket.
+    /// first come, first served). `false` when the run was stopped meanwhile: the request is
+    /// not to be sent ([`Dispenser::give_back`]). Returns `true` at once in the closed loop.
+    /// Call it once per claimed ticket.
     pub async fn pace(&self) -> bool {
         if self.schedule.is_none() {
             return true;
@@ -441,13 +441,13 @@ mod tests {
     }
 
     #[test]
-    fn the_pacer_releases_tickets_planned_within_its_lead_and_names_the_next() {
+    fn the_pacer_releases_tickets_planned_within_a_tick_and_names_the_next() {
         let t0 = Instant::now();
         // 1,000/s for 10 ms: tickets 0..9 at t0 + n ms.
         let d = Dispenser::open(Schedule::new(t0, 1000.0).unwrap(), Duration::from_millis(10), None);
         assert_eq!(d.release_due(t0), Some(t0 + Duration::from_millis(1)));
         assert_eq!(d.gate.available_permits(), 1, "ticket 0 (due at t0)");
-        // 20 µs short of ticket 3: within the lead, so tickets 1..3 go too.
+        // 20 µs short of ticket 3: within a tick, so tickets 1..3 go too.
         let next = d.release_due(t0 + Duration::from_micros(2980));
         assert_eq!(next, Some(t0 + Duration::from_millis(4)));
         assert_eq!(d.gate.available_permits(), 4);
