@@ -392,7 +392,22 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         refused_urls: plan.as_ref().map_or_else(Vec::new, |p| p.refused.clone()),
         clicks: totals,
         open_loop,
-        endpoints: rec.summary(elapsed),
+        endpoints: {
+            let mut endpoints = rec.summary(elapsed);
+            // A plain target is one URL, not a tracked link: the table names its path (the
+            // first 17 characters and `…` when longer, to fit the table's column).
+            if opts.target_kind == TargetKind::Plain {
+                let path = base.path_and_query().map_or("/", |p| p.as_str());
+                let shown = match path.char_indices().nth(17) {
+                    Some((cut, _)) if path.chars().count() > 18 => format!("{}…", &path[..cut]),
+                    _ => path.to_owned(),
+                };
+                for e in endpoints.iter_mut().filter(|e| e.endpoint == Endpoint::ClickGet) {
+                    e.label = format!("GET {shown}");
+                }
+            }
+            endpoints
+        },
         conversions: conv,
         verification,
         aggregation_lag,

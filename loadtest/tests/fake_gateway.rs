@@ -349,6 +349,7 @@ async fn a_plain_target_that_never_answers_exits_2_and_one_answering_404_exits_0
         let s = read_json(&json);
         assert_eq!(s["error"], why.as_str(), "{mode} loop");
         let get = click_get(&s);
+        assert_eq!(get["label"], "GET /x", "a plain target is named by its path");
         let connect = get["errors_by_kind"]["connect"].as_u64().unwrap();
         assert!(connect > 0, "{mode} loop: {get}");
         assert_eq!((get["answered"].as_u64(), get["errors"].as_u64()), (Some(0), Some(connect)), "{mode} loop");
