@@ -212,7 +212,8 @@ impl App {
 
 /// A click's stream fields: the click token (canonical text) and the packed click record.
 fn wire_strings(click: &Click) -> (String, String) {
-    (click.token.hyphenated().to_string(), ClickRecord::packed_from_click(click))
+    let mut token = uuid::Uuid::encode_buffer();
+    (click.token.hyphenated().encode_lower(&mut token).to_owned(), ClickRecord::packed_from_click(click))
 }
 
 /// A built, bound, not yet serving gateway.

@@ -5,8 +5,8 @@
 # alternately, ROUNDS times (default 3; the ratio is the median of the rounds'), with the
 # hypervisor's steal time per run; then the load tester measures each (its ratio to wrk shows
 # its own overhead: it must reach >= 80% of wrk against nginx); then open loop at half the
-# redirect's rate against linkloop and against nginx; then the conversion callback; last, a
-# verified scenario run against linkloop.
+# redirect's rate against linkloop and against nginx, and nginx at half its own rate; then the
+# conversion callback; last, a verified scenario run against linkloop.
 # Usage: [ROUNDS=3] loadtest/scripts/compare.sh [duration_s=10] [connections=64]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -147,6 +147,13 @@ echo "== nginx return 302, open loop at ${HALF} req/s (same rate), load tester =
 run_lt nginx-half --target-kind plain --user-agent "$UA" -R "$HALF" "http://127.0.0.1:$NGINX_PORT/j/x"
 S2=$(steal)
 grep -E "^GET|status" "$WORK/lt-nginx-half.txt" || cat "$WORK/lt-nginx-half.txt"
+# nginx at half of its own max rate: the tail of the baseline at the same utilisation of its
+# core (at linkloop's half rate nginx's core is only about a quarter busy).
+NHALF=$(awk -v r="$NR" 'BEGIN {printf "%d", r / 2}')
+echo "== nginx return 302, open loop at ${NHALF} req/s (50% of its own max), load tester =="
+run_lt nginx-own-half --target-kind plain --user-agent "$UA" -R "$NHALF" "http://127.0.0.1:$NGINX_PORT/j/x"
+S3=$(steal)
+grep -E "^GET|status" "$WORK/lt-nginx-own-half.txt" || cat "$WORK/lt-nginx-own-half.txt"
 REDIS_CLI="redis-cli -s $WORK/data/redis/redis.sock"
 # Clicks Redis acknowledged (stream entries hold a group commit each, so not XLEN).
 CLICKS=$(curl -s "http://127.0.0.1:$LL_PORT/metrics" | awk '/^linkloop_clicks_recorded_total/ {print $2}')
@@ -190,9 +197,10 @@ printf "%-28s %12s %10s\n" "nginx (load tester)" "$LTN" "$(lt_get nginx p99)"
 printf "%-28s %12s %10s\n" "linkloop /j/ (load tester)" "$LTL" "$(lt_get link p99)"
 printf "%-28s %12s %10s\n" "linkloop /j/ open loop 50%" "$(lt_get half rps)" "$(lt_get half p99)"
 printf "%-28s %12s %10s\n" "nginx open loop, same rate" "$(lt_get nginx-half rps)" "$(lt_get nginx-half p99)"
+printf "%-28s %12s %10s\n" "nginx open loop 50% of own" "$(lt_get nginx-own-half rps)" "$(lt_get nginx-own-half p99)"
 echo "ratio linkloop/nginx: $RATIO (median of $ROUNDS alternating rounds: $(awk '{printf "%s%s%%", (NR > 1 ? ", " : ""), $6}' "$WORK/rounds.txt"); hypervisor steal per round nginx/linkloop ms: $(awk '{printf "%s%s/%s", (NR > 1 ? ", " : ""), $7, $8}' "$WORK/rounds.txt"))"
 echo "CPU per request (user + system, no steal): nginx $(awk '{print $9}' "$WORK/rounds.txt" | median) us, linkloop (gateway + redis-server) $(awk '{print $10}' "$WORK/rounds.txt" | median) us: capacity ratio $CPU_RATIO (median of rounds: $(awk '{printf "%s%s%%", (NR > 1 ? ", " : ""), $11}' "$WORK/rounds.txt"))"
-echo "hypervisor steal during the open-loop runs (2 CPUs, ${DUR} s each): linkloop $(awk -v a="$S0" -v b="$S1" -v t="$TCK" 'BEGIN {printf "%.0f ms", 1000*(b-a)/t}'), nginx $(awk -v a="$S1" -v b="$S2" -v t="$TCK" 'BEGIN {printf "%.0f ms", 1000*(b-a)/t}')"
+echo "hypervisor steal during the open-loop runs (2 CPUs, ${DUR} s each): linkloop $(awk -v a="$S0" -v b="$S1" -v t="$TCK" 'BEGIN {printf "%.0f ms", 1000*(b-a)/t}'), nginx $(awk -v a="$S1" -v b="$S2" -v t="$TCK" 'BEGIN {printf "%.0f ms", 1000*(b-a)/t}'), nginx at 50% of its own max $(awk -v a="$S2" -v b="$S3" -v t="$TCK" 'BEGIN {printf "%.0f ms", 1000*(b-a)/t}')"
 echo "load tester / wrk: nginx $(pct "$LTN" "$NR"), linkloop $(pct "$LTL" "$LR") (target >= 80% against nginx)"
 echo "scenario verification: $(grep -E '^VERIFICATION' "$WORK/lt-scenario.txt" || echo 'did not run')"
 echo "clicks recorded: $CLICKS (Redis memory $($REDIS_CLI INFO memory | awk -F: '/^used_memory_human:/ {print $2}' | tr -d '\r'), $($REDIS_CLI XLEN ll:clicks) click-stream entries left after aggregation); conversions in stream: $($REDIS_CLI XLEN ll:conversions)"

@@ -42,6 +42,9 @@ impl ClickRecord {
     /// ts, note, creator, platform, item, sku, campaign, ip, ua, ref.
     /// `None` when a value is malformed (an entry not written by linkloop).
     pub fn from_stream_fields(f: [&str; 10]) -> Option<ClickRecord> {
+        if f.iter().any(|s| s.contains('|')) {
+            return None;
+        }
         PackedRecord::from_fields(f).map(ClickRecord::from)
     }
 
@@ -124,7 +127,7 @@ impl<'a> PackedRecord<'a> {
     /// campaign, ip, ua, ref); `None` when one is malformed.
     fn from_fields(f: [&'a str; 10]) -> Option<Self> {
         let [ts, note, creator, platform, item, sku, campaign, ip, ua, rf] = f;
-        if f.iter().any(|s| s.contains('|')) || note.is_empty() || creator.is_empty() {
+        if note.is_empty() || creator.is_empty() {
             return None;
         }
         let some = |s: &'a str| if s.is_empty() { None } else { Some(s) };

@@ -7,6 +7,7 @@
 //! and writes nothing. `Location` is built only from the verified link's
 //! `(platform, item_id, sku_id)`: nothing from the request is copied into it.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::body::Body;
@@ -51,7 +52,11 @@ pub async fn follow_link(State(app): State<AppState>, req: Request) -> Response 
     }
     // A User-Agent with non-ASCII bytes (e.g. an app name in Chinese) is still a User-Agent:
     // classify its UTF-8 reading rather than treating it as absent.
-    let ua_header = headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()));
+    // (`from_utf8` first: its ASCII fast path is several times quicker than the lossy scan.)
+    let ua_header = headers.get(header::USER_AGENT).map(|v| {
+        let bytes = v.as_bytes();
+        std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed)
+    });
     let (ua, bot) = UaClass::classify_with_reason(ua_header.as_deref());
     let token = click::mint_token();
     let ts_ms = token_ms(&token);

@@ -198,18 +198,23 @@ pub fn parse_product(input: &str) -> Result<Product, InputError> {
 /// parameter for a preselected SKU); JD ignores `sku_id`, as the JD id already is the SKU.
 /// No other query parameter is ever added here.
 pub fn product_page(platform: Platform, item_id: u64, sku_id: Option<u64>, mobile: bool) -> String {
-    let mut url = match (platform, mobile) {
-        (Platform::Taobao, false) => format!("https://item.taobao.com/item.htm?id={item_id}"),
-        (Platform::Taobao, true) => {
-            format!("https://h5.m.taobao.com/awp/core/detail.htm?id={item_id}")
-        }
-        (Platform::Tmall, false) => format!("https://detail.tmall.com/item.htm?id={item_id}"),
-        (Platform::Tmall, true) => format!("https://detail.m.tmall.com/item.htm?id={item_id}"),
-        (Platform::Jd, false) => return format!("https://item.jd.com/{item_id}.html"),
-        (Platform::Jd, true) => return format!("https://item.m.jd.com/product/{item_id}.html"),
+    let (prefix, suffix) = match (platform, mobile) {
+        (Platform::Taobao, false) => ("https://item.taobao.com/item.htm?id=", ""),
+        (Platform::Taobao, true) => ("https://h5.m.taobao.com/awp/core/detail.htm?id=", ""),
+        (Platform::Tmall, false) => ("https://detail.tmall.com/item.htm?id=", ""),
+        (Platform::Tmall, true) => ("https://detail.m.tmall.com/item.htm?id=", ""),
+        (Platform::Jd, false) => ("https://item.jd.com/", ".html"),
+        (Platform::Jd, true) => ("https://item.m.jd.com/product/", ".html"),
     };
-    if let Some(sku) = sku_id {
-        url.push_str(&format!("&skuId={sku}"));
+    // Room for the jump parameters that usually follow (see `jump::build`).
+    let mut url = String::with_capacity(192);
+    let mut num = itoa::Buffer::new();
+    url.push_str(prefix);
+    url.push_str(num.format(item_id));
+    url.push_str(suffix);
+    if let (Some(sku), Platform::Taobao | Platform::Tmall) = (sku_id, platform) {
+        url.push_str("&skuId=");
+        url.push_str(num.format(sku));
     }
     url
 }
