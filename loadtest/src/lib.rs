@@ -311,6 +311,18 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
         rec.merge(r)?;
     }
     let load_secs = last_answer.unwrap_or(load_end).max(start) - start;
+    // An open loop that sent its whole schedule ran for the schedule's window, though at a
+    // slow rate its last request leaves well before the end (`-R 0.5 -d 3s`: at 0 and 2 s):
+    // rates are over the window, or over the time to the last answer when that is longer.
+    let load_secs = match (&open_loop, opts.rate) {
+        (Some(o), Some(rate)) if o.not_sent == 0 && !o.interrupted && o.target_stopped.is_none() => {
+            #[allow(clippy::cast_precision_loss)] // request counts far below 2^53
+            let window =
+                opts.requests.map_or(opts.duration, |n| opts.duration.min(Duration::from_secs_f64(n as f64 / rate)));
+            load_secs.max(window)
+        }
+        _ => load_secs,
+    };
 
     // Verification.
     let verification = match (&plan, click_lag) {

@@ -228,7 +228,8 @@ pub struct Summary {
     pub client: crate::clicks::ClientKind,
     /// Open-loop rate, requests/s.
     pub rate: Option<f64>,
-    /// Length of the click phase, seconds (first send to last answer).
+    /// Length of the click phase, seconds: first send to last answer; for an open loop that
+    /// sent its whole schedule, at least the schedule's window (`-d`, or `-n` / `-R` when shorter).
     pub duration_s: f64,
     /// Random seed used.
     pub seed: u64,

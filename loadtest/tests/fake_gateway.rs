@@ -388,6 +388,28 @@ async fn a_plain_target_that_never_answers_exits_2_and_one_answering_404_exits_0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_open_loop_is_measured_over_its_schedule_window() {
+    // At 2 req/s for 1.5 s the requests leave at 0, 0.5 and 1.0 s; at 4 req/s bounded by
+    // `-n 2` they leave at 0 and 0.25 s of a 0.5 s window. Either rate is over the window,
+    // not over the time to the last answer (which would read 3.0 and 8.0 req/s).
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let base = spawn_fake(HONEST).await;
+    for (bounds, planned, secs) in [("-R 2 -d 1500ms", 3, 1.5), ("-R 4 -n 2 -d 10s", 2, 0.5)] {
+        let args = format!("--target-kind plain {bounds} -c 2 --progress off --json {} {base}/j/x", json.display());
+        let (code, stdout, stderr) = run_binary(&args).await;
+        assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+        let s = read_json(&json);
+        assert_eq!(s["open_loop"]["sent"], planned, "{s}");
+        assert_eq!(s["duration_s"].as_f64(), Some(secs), "{s}");
+        let get = click_get(&s);
+        assert_eq!(get["answered"], planned, "{get}");
+        let rate = f64::from(planned) / secs;
+        assert_eq!(get["rps"].as_f64(), Some(rate), "{get}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_loop_target_dying_mid_run_is_blamed_and_not_the_rate() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("summary.json");
