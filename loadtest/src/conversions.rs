@@ -190,6 +190,30 @@ pub struct ConvOutcome {
     pub unreachable: u64,
 }
 
+/// Codes of a callback refused for its merchant or signature (`401`; the gateway's
+/// `AuthError::code`, docs/conversions.md).
+const AUTH_CODES: [&str; 5] =
+    ["missing_signature", "unknown_merchant", "malformed_signature", "stale_timestamp", "bad_signature"];
+
+impl ConvOutcome {
+    /// When reports were sent, not one was accepted, and every refusal was about the merchant
+    /// or the signature: the tester's credentials do not match the gateway's. The sentence
+    /// saying so, e.g. `every conversion callback was refused (bad_signature ×12): check
+    /// --merchant, --merchant-secret and --kid against the gateway's [[merchants]] config`.
+    pub fn credentials_refused(&self) -> Option<String> {
+        let all_auth = !self.rejected.is_empty() && self.rejected.keys().all(|k| AUTH_CODES.contains(&k.as_str()));
+        if self.paid_accepted > 0 || self.refunds_accepted > 0 || !all_auth {
+            return None;
+        }
+        let codes: Vec<String> = self.rejected.iter().map(|(code, n)| format!("{code} ×{n}")).collect();
+        Some(format!(
+            "every conversion callback was refused ({}): check --merchant, --merchant-secret and --kid \
+             against the gateway's [[merchants]] config",
+            codes.join(", ")
+        ))
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Action {
     Paid { token: u128, note: u32, order: String, amount: i64, occurred_ms: u64 },

@@ -362,6 +362,11 @@ pub async fn run_until(opts: Opts, stop: impl Future<Output = ()> + Send + 'stat
             Some(stopped.sentence(who, &opts.base_url, outcomes.connect_cause.as_deref()))
         });
     }
+    // Every callback refused for its merchant or signature: a configuration error (exit 2),
+    // named as such rather than left as a verification difference.
+    if error.is_none() {
+        error = conv.as_ref().and_then(ConvOutcome::credentials_refused);
+    }
     // The clicks are all counted now (when the verification ran and they matched): the
     // histogram's difference covers every one of them.
     let aggregation_lag = match lag_before {

@@ -12,9 +12,11 @@ use clap::{Parser, ValueEnum};
 #[command(name = "linkloop-loadtest", version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Opts {
     /// Gateway base URL (`http://host:port`); with `--target-kind plain`, the URL to GET.
+    #[arg(value_parser = parse_base_url)]
     pub base_url: String,
 
-    /// Connections for the click traffic (each: one HTTP/1.1 keep-alive connection, one request at a time).
+    /// Connections for the click traffic (each: one HTTP/1.1 keep-alive connection, one request at a time;
+    /// 1 to 4096, each holding ≈ 0.75 MB of latency histograms).
     #[arg(short = 'c', long, default_value_t = 64, value_parser = parse_connections)]
     pub connections: usize,
 
@@ -26,11 +28,11 @@ pub struct Opts {
     pub rate: Option<f64>,
 
     /// How long to send click traffic (e.g. `10s`, `500ms`, `2m`). With `--requests`, whichever ends first.
-    #[arg(short = 'd', long, value_parser = parse_duration, default_value = "10s")]
+    #[arg(short = 'd', long, value_parser = parse_positive_duration, default_value = "10s")]
     pub duration: Duration,
 
-    /// Stop after this many click requests (GET + HEAD).
-    #[arg(short = 'n', long)]
+    /// Stop after this many click requests (GET + HEAD), at least 1.
+    #[arg(short = 'n', long, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
 
     /// HTTP client of the click connections: `raw` (a minimal HTTP/1.1 client, no allocation
@@ -41,7 +43,7 @@ pub struct Opts {
     /// Per-request time limit; a request past it counts as a `timeout` error. Also bounds the end
     /// of the run: requests in flight at the end of `--duration` get this long, and conversion
     /// callbacks are given up once the gateway has refused every connection for this long.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "5s")]
     pub timeout: Duration,
 
     /// What the target is: `linkloop` (mint links, realistic traffic, verification) or `plain`
@@ -84,7 +86,7 @@ pub struct Opts {
     pub ua_mix: UaMix,
 
     /// Share of click requests sent as `HEAD` (never a click: the gateway records it as non-billable).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = parse_share)]
     pub head_share: f64,
 
     /// Whether the gateway counts bot clicks as clicks; sets the expected click counts. Since
@@ -100,7 +102,7 @@ pub struct Opts {
     pub client_ips: u32,
 
     /// Share of counted `GET` clicks (non-bot) followed by a signed `paid` conversion.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = parse_share)]
     pub conversion_share: f64,
 
     /// Longest random delay (uniform from 0) between a click and its conversion, and between a
@@ -109,11 +111,11 @@ pub struct Opts {
     pub conversion_delay: Duration,
 
     /// Share of accepted conversions delivered a second time (must answer `200` duplicate).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = parse_share)]
     pub duplicate_share: f64,
 
     /// Share of accepted conversions later refunded (a random part or all of the amount).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = parse_share)]
     pub refund_share: f64,
 
     /// Merchant id for conversion callbacks (`Linkloop-Merchant`); must be allowed on taobao, tmall and jd.
@@ -143,8 +145,9 @@ pub struct Opts {
 
     /// Redis of the gateway: also check, token by token, that every counted click is in the stream
     /// `ll:clicks` exactly once, that no HEAD or uncounted bot is, and that those are in
-    /// `ll:nonbillable` once.
-    #[arg(long)]
+    /// `ll:nonbillable` once. `redis://host:port` or `unix:///absolute/path/redis.sock` (the
+    /// gateway's supervised Redis: `{data_dir}/redis/redis.sock`, the data dir made absolute).
+    #[arg(long, value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 
     /// Write the summary as JSON to this file.
@@ -193,12 +196,14 @@ the verification cannot be done.
 Exit status: 0 passed; 1 the verification found a difference; 2 an error, e.g. the gateway
 (or plain target) unreachable: before the load; during it, when not a single request was
 answered, or, open loop, when it stopped answering mid-run (the rate not reached and at least
--c connection attempts refused); or after it, with the verification not possible; 3 open loop:
-the requested rate was not reached (more than 1% of the planned requests not sent) though the
-target kept answering; 64 a usage error (an unknown option, a bad value, -R outside 0.001 to
-1e9, -c 0, a duration over 365 days); 130 quit by a second Ctrl-C (the first ends the load,
-and the run then finishes: requests in flight, queued conversions, the verification). Answers
-of any status (a 404 too) count as answered.";
+-c connection attempts refused); or after it, with the verification not possible, or every
+conversion callback refused for its merchant or signature; 3 open loop: the requested rate was
+not reached (more than 1% of the planned requests not sent) though the target kept answering;
+64 a usage error (an unknown option, a bad value: -R outside 0.001 to 1e9, -c outside 1 to
+4096, -d, --timeout or -n of zero, a duration over 365 days, a share outside 0 to 1, a
+BASE_URL that is not http://, a relative unix:// socket path); 130 quit by a second Ctrl-C
+(the first ends the load, and the run then finishes: requests in flight, queued conversions,
+the verification). Answers of any status (a 404 too) count as answered.";
 
 /// What `BASE_URL` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -281,15 +286,79 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-/// `-c`: at least one connection.
+/// Most connections `-c` takes. Each connection holds its own HDR latency histograms
+/// (≈ 0.75 MB: 1,000 connections measured at 763 MB resident), so 4,096 is ≈ 3 GB; far more
+/// would run the machine out of memory before the first request.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// `-c`: 1 to [`MAX_CONNECTIONS`].
 ///
 /// # Errors
-/// Not a whole number, or 0.
+/// Not a whole number, or outside that range.
 pub fn parse_connections(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
+        Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+        Ok(n) if n > MAX_CONNECTIONS => {
+            Err(format!("{text:?}: at most {MAX_CONNECTIONS} connections (each holds ≈ 0.75 MB of latency histograms)"))
+        }
         _ => Err(format!("{text:?}: expected a number of connections, at least 1")),
     }
+}
+
+/// `BASE_URL`: an `http://` URL with a host (the tester speaks plain HTTP/1.1).
+///
+/// # Errors
+/// Not a URL, another scheme, or no host.
+pub fn parse_base_url(text: &str) -> Result<String, String> {
+    let uri: http::Uri = text.parse().map_err(|e| format!("{text:?}: not a URL ({e}); e.g. http://127.0.0.1:8080"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{text:?}: must be an http:// URL, e.g. http://127.0.0.1:8080"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{text:?}: no host"));
+    }
+    Ok(text.to_owned())
+}
+
+/// `--redis-url`: a URL redis-rs opens (`redis://`, `rediss://`, `unix://`); a `unix://` path
+/// must be absolute, as redis-rs reads `unix://./data/…` as host `.` and no path.
+///
+/// # Errors
+/// A URL redis-rs refuses, or a relative socket path; checked before any load is sent.
+pub fn parse_redis_url(text: &str) -> Result<String, String> {
+    if let Some(path) = text.strip_prefix("unix://")
+        && !path.starts_with('/')
+    {
+        return Err(format!(
+            "{text:?}: the socket path must be absolute, e.g. unix:///srv/linkloop/data/redis/redis.sock"
+        ));
+    }
+    redis::Client::open(text).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(text.to_owned())
+}
+
+/// A share (`--head-share`, `--conversion-share`, …): a number from 0 to 1.
+///
+/// # Errors
+/// Not a number, or outside 0..=1.
+pub fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{text:?}: expected a share from 0 to 1, e.g. 0.05")),
+    }
+}
+
+/// `--duration`, `--timeout`: like [`parse_duration`], and more than zero (a run or a request
+/// limit of zero measures nothing).
+///
+/// # Errors
+/// What [`parse_duration`] refuses, or zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(d)
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1.5s`, `1h`, `250us`; a bare number is seconds.
@@ -334,7 +403,29 @@ mod tests {
         assert_eq!(parse_duration("8760h").unwrap(), MAX_DURATION);
         assert!(parse_duration("8761h").is_err());
         assert!(parse_duration("10000000000000000000").is_err());
-        for args in [["-R", "0"], ["-R", "1e12"], ["-c", "0"], ["-d", "10000000000000000000"]] {
+        assert!(parse_connections("4096").is_ok() && parse_connections("4097").is_err());
+        assert_eq!(parse_positive_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_positive_duration("0s").is_err() && parse_positive_duration("0").is_err());
+        assert_eq!(parse_share("0").unwrap(), 0.0);
+        assert!(parse_share("1.5").is_err() && parse_share("-0.1").is_err() && parse_share("x").is_err());
+        assert!(parse_base_url("http://127.0.0.1:8080").is_ok());
+        for bad in ["notaurl", "https://127.0.0.1", "ftp://x", "http://"] {
+            assert!(parse_base_url(bad).is_err(), "{bad}");
+        }
+        assert!(parse_redis_url("unix:///tmp/r.sock").is_ok() && parse_redis_url("redis://127.0.0.1:6379").is_ok());
+        assert!(parse_redis_url("unix://./data/redis/redis.sock").is_err());
+        assert!(parse_redis_url("http://x").is_err());
+        for args in [
+            ["-R", "0"],
+            ["-R", "1e12"],
+            ["-c", "0"],
+            ["-c", "30000"],
+            ["-d", "10000000000000000000"],
+            ["-d", "0s"],
+            ["-n", "0"],
+            ["--timeout", "0s"],
+            ["--head-share", "2"],
+        ] {
             let mut argv = vec!["linkloop-loadtest"];
             argv.extend(args);
             argv.push("http://127.0.0.1:1");

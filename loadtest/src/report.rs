@@ -100,14 +100,14 @@ pub struct TargetStopped {
 }
 
 impl TargetStopped {
-    /// `target stopped answering at ~1.5 s: 112 requests to URL failed to connect (connection refused)`.
+    /// `target stopped answering at ~1.5 s: 112 connection attempts to URL failed (connection refused)`.
     pub fn sentence(&self, who: &str, url: &str, cause: Option<&str>) -> String {
         let when = match self.last_answer_s {
             Some(t) => format!("stopped answering at ~{t:.1} s"),
             None => "never answered".to_owned(),
         };
         let cause = cause.map_or(String::new(), |c| format!(" ({c})"));
-        format!("{who} {when}: {} requests to {url} failed to connect{cause}", self.connect_errors)
+        format!("{who} {when}: {} connection attempts to {url} failed{cause}", self.connect_errors)
     }
 }
 
@@ -198,7 +198,7 @@ impl OpenLoopTally {
                 None => "never answered".to_owned(),
             };
             return Some(format!(
-                "WARNING: the target {when}: {} requests failed to connect.\n\
+                "WARNING: the target {when}: {} connection attempts failed.\n\
                  WARNING: {} of {} planned requests ({pct:.1}%) were never sent because of it, not because the rate \
                  was too high; latencies are of the {} sent, from their planned times.",
                 t.connect_errors, self.not_sent, self.planned, self.sent
@@ -259,7 +259,7 @@ pub struct Summary {
     /// gateway unreachable at http://… (connection refused)`), or made the load pointless: no
     /// click request answered (`target unreachable at http://… (connection refused): no request
     /// was answered`), or, open loop, the target stopped answering mid-run (`target stopped
-    /// answering at ~1.5 s: 112 requests to http://… failed to connect (connection refused)`).
+    /// answering at ~1.5 s: 112 connection attempts to http://… failed (connection refused)`).
     /// The measurements above stand.
     pub error: Option<String>,
 }
@@ -564,19 +564,19 @@ mod tests {
         assert!(!t.rate_reached);
         assert_eq!(
             t.warning().unwrap(),
-            "WARNING: the target stopped answering at ~1.5 s: 4 requests failed to connect.\n\
+            "WARNING: the target stopped answering at ~1.5 s: 4 connection attempts failed.\n\
              WARNING: 600 of 1000 planned requests (60.0%) were never sent because of it, not because the rate \
              was too high; latencies are of the 400 sent, from their planned times."
         );
         assert_eq!(
             stopped.sentence("target", URL, o.connect_cause.as_deref()),
-            "target stopped answering at ~1.5 s: 4 requests to http://127.0.0.1:1/x failed to connect \
+            "target stopped answering at ~1.5 s: 4 connection attempts to http://127.0.0.1:1/x failed \
              (connection refused)"
         );
         // Never answered at all.
         let t = OpenLoopTally::new(100.0, Tally { planned: 1000, sent: 0, not_sent: 1000 }, false)
             .judge(&outcomes(0, 80, 0, 0), 4);
-        assert!(t.warning().unwrap().starts_with("WARNING: the target never answered: 80 requests failed to connect."));
+        assert!(t.warning().unwrap().starts_with("WARNING: the target never answered: 80 connection attempts failed."));
         // The rate reached: nothing to blame, whatever the refusals.
         let t = OpenLoopTally::new(100.0, Tally { planned: 1000, sent: 995, not_sent: 5 }, false)
             .judge(&outcomes(990, 100, 0, 0), 4);

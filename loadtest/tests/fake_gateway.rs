@@ -32,6 +32,8 @@ struct Lies {
     double_count: bool,
     /// Record one fen less GMV for every paid conversion of note #0.
     fen_off: bool,
+    /// Refuse every callback's signature (`401 bad_signature`), as for a wrong merchant secret.
+    refuse_signatures: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -99,6 +101,9 @@ async fn conversion(State(s): State<Shared>, headers: HeaderMap, body: String) -
     let str_of = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
     let key = (str_of("order_id"), str_of("status"), str_of("refund_id"));
     let mut f = s.lock().unwrap();
+    if f.lies.refuse_signatures {
+        return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"code": "bad_signature"}))).into_response();
+    }
     let Some(note) = f.tokens.get(&str_of("click_token")).cloned() else {
         return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(serde_json::json!({"code": "click_not_found"})))
             .into_response();
@@ -163,7 +168,8 @@ async fn spawn_fake_until(lies: Lies, stop: impl std::future::Future<Output = ()
     base
 }
 
-const HONEST: Lies = Lies { lose_every: None, count_bots: true, double_count: false, fen_off: false };
+const HONEST: Lies =
+    Lies { lose_every: None, count_bots: true, double_count: false, fen_off: false, refuse_signatures: false };
 
 async fn run_against(lies: Lies, bots_counted: bool) -> loadtest::Summary {
     run_with(lies, bots_counted, "").await
@@ -251,6 +257,29 @@ async fn gmv_off_by_one_fen_fails() {
     let v = s.verification.as_ref().unwrap();
     let gmv = v.checks.iter().find(|c| c.name.starts_with("GMV")).unwrap();
     assert!(gmv.observed - gmv.recorded >= 1, "{gmv:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_all_refused_for_their_signature_name_the_credentials() {
+    // A wrong --merchant-secret: every callback is refused 401. The clicks still verify; the
+    // run ends with an error naming the credentials (exit 2), not a "difference" (exit 1).
+    let s = run_against(Lies { refuse_signatures: true, ..HONEST }, true).await;
+    let conv = s.conversions.as_ref().unwrap();
+    assert_eq!(conv.paid_accepted, 0);
+    let refused = conv.rejected["bad_signature"];
+    assert_eq!(refused, conv.paid_sent, "{conv:?}");
+    assert_eq!(
+        s.error.as_deref(),
+        Some(
+            format!(
+                "every conversion callback was refused (bad_signature ×{refused}): check --merchant, \
+                 --merchant-secret and --kid against the gateway's [[merchants]] config"
+            )
+            .as_str()
+        )
+    );
+    let clicks = s.verification.as_ref().unwrap().checks.iter().find(|c| c.name.starts_with("clicks (GET")).unwrap();
+    assert!(clicks.ok && clicks.observed > 0, "{clicks:?}");
 }
 
 /// Runs the `linkloop-loadtest` binary; its exit code, stdout and stderr.
@@ -364,7 +393,7 @@ async fn a_plain_target_that_never_answers_exits_2_and_one_answering_404_exits_0
             assert_eq!((o["rate_reached"].as_bool(), o["sent"].as_u64()), (Some(false), Some(0)), "{o}");
             let w = warnings(&stdout);
             assert_eq!(w.len(), 2, "{stdout}");
-            assert_eq!(w[0], format!("WARNING: the target never answered: {connect} requests failed to connect."));
+            assert_eq!(w[0], format!("WARNING: the target never answered: {connect} connection attempts failed."));
             assert!(w[1].starts_with(&format!("WARNING: {} of {} planned", o["not_sent"], o["planned"])), "{stdout}");
             assert!(!stdout.contains("requested rate NOT reached"), "{stdout}");
         } else {
@@ -432,7 +461,7 @@ async fn an_open_loop_target_dying_mid_run_is_blamed_and_not_the_rate() {
     let at = o["target_stopped"]["last_answer_s"].as_f64().unwrap();
     assert_eq!(Some(at), s["duration_s"].as_f64(), "{s}");
     let why = format!(
-        "target stopped answering at ~{at:.1} s: {connect} requests to {url} failed to connect (connection refused)"
+        "target stopped answering at ~{at:.1} s: {connect} connection attempts to {url} failed (connection refused)"
     );
     assert_eq!(stderr.trim_end(), format!("linkloop-loadtest: {why}"));
     assert_eq!(s["error"], why.as_str());
@@ -440,7 +469,7 @@ async fn an_open_loop_target_dying_mid_run_is_blamed_and_not_the_rate() {
     assert_eq!(w.len(), 2, "{stdout}");
     assert_eq!(
         w[0],
-        format!("WARNING: the target stopped answering at ~{at:.1} s: {connect} requests failed to connect.")
+        format!("WARNING: the target stopped answering at ~{at:.1} s: {connect} connection attempts failed.")
     );
     let not_sent = format!("WARNING: {} of {} planned requests", o["not_sent"], o["planned"]);
     assert!(w[1].starts_with(&not_sent) && w[1].contains("not because the rate was too high"), "{stdout}");
@@ -462,7 +491,7 @@ async fn an_open_loop_target_dying_mid_run_is_blamed_and_not_the_rate() {
     let connect = click_get(&s)["errors_by_kind"]["connect"].as_u64().unwrap();
     assert_eq!(s["open_loop"]["target_stopped"]["connect_errors"], connect, "{s}");
     let at = s["open_loop"]["target_stopped"]["last_answer_s"].as_f64().unwrap();
-    let warning = format!("WARNING: the target stopped answering at ~{at:.1} s: {connect} requests failed to connect.");
+    let warning = format!("WARNING: the target stopped answering at ~{at:.1} s: {connect} connection attempts failed.");
     assert!(stdout.contains(&warning), "{stdout}");
     assert!(!stdout.contains("requested rate NOT reached"), "{stdout}");
 }
