@@ -245,9 +245,13 @@ pub async fn create_conversion_batch(
     let mut results = Vec::with_capacity(batch.conversions.len());
     for (index, item) in batch.conversions.into_iter().enumerate() {
         let outcome = if item.is_object() {
-            match serde_json::from_value::<ConversionInput>(item) {
+            match ConversionInput::deserialize(&item) {
                 Ok(input) => process(&app, &merchant, input).await,
-                Err(e) => Err(super::error::json_error(e)),
+                Err(e) => {
+                    // Only on failure: again, tracking where, to name the field at fault.
+                    let path = serde_path_to_error::deserialize::<_, ConversionInput>(&item).err();
+                    Err(super::error::json_error(e, path.map(|p| p.path().to_string())))
+                }
             }
         } else {
             Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "each conversion must be a JSON object"))
@@ -267,7 +271,7 @@ pub async fn create_conversion_batch(
             Err(e) => {
                 let mut v =
                     json!({"index": index, "status_code": e.status.as_u16(), "code": e.code, "message": e.message});
-                if let (Some(f), Some(o)) = (e.field, v.as_object_mut()) {
+                if let (Some(f), Some(o)) = (e.field.as_deref(), v.as_object_mut()) {
                     o.insert("field".into(), json!(f));
                 }
                 v

@@ -10,6 +10,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// An API error response.
 #[derive(Debug, Clone)]
@@ -20,8 +21,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable message.
     pub message: String,
-    /// Input field at fault, if one.
-    pub field: Option<&'static str>,
+    /// Input field at fault, if one (a path such as `conversions[2].amount` for a nested one).
+    pub field: Option<Cow<'static, str>>,
     /// Seconds for `Retry-After` (429/503).
     pub retry_after_s: Option<u64>,
 }
@@ -42,7 +43,7 @@ impl ApiError {
 
     /// `400` naming `field`.
     pub fn field(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { field: Some(field), ..Self::new(StatusCode::BAD_REQUEST, code, message) }
+        Self { field: Some(Cow::Borrowed(field)), ..Self::new(StatusCode::BAD_REQUEST, code, message) }
     }
 
     /// The same error with another status.
@@ -72,8 +73,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&Envelope { code: self.code, message: &self.message, field: self.field })
-            .unwrap_or_else(|_| b"{\"code\":\"internal\",\"message\":\"internal error\"}".to_vec());
+        let body =
+            serde_json::to_vec(&Envelope { code: self.code, message: &self.message, field: self.field.as_deref() })
+                .unwrap_or_else(|_| b"{\"code\":\"internal\",\"message\":\"internal error\"}".to_vec());
         let mut res = (self.status, body).into_response();
         let h = res.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -148,29 +150,49 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Parses a JSON object body into `T`: `400 malformed_json` for bad syntax, `400
-/// invalid_body` (serde's message names the field) for the wrong shape, including any
-/// top-level value that is not an object (serde would otherwise read a struct from a
-/// positional array, `["…", …]`).
+/// invalid_body` with `field` naming the input at fault for the wrong shape (see
+/// [`json_error`]), including any top-level value that is not an object (serde would
+/// otherwise read a struct from a positional array, `["…", …]`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') | None => serde_json::from_slice(body).map_err(json_error),
+        Some(b'{') | None => serde_json::from_slice(body).map_err(|e| {
+            // Only on failure: parse again, tracking where, to name the field at fault.
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let path = serde_path_to_error::deserialize::<_, T>(&mut de).err().map(|e| e.path().to_string());
+            json_error(e, path)
+        }),
         Some(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "body must be a JSON object")),
     }
 }
 
-/// Maps a serde_json error to our envelope.
-pub fn json_error(e: serde_json::Error) -> ApiError {
+/// Maps a serde_json error to our envelope. A data error is `400 invalid_body` with `field`
+/// when one input is at fault: `path`, as `serde_path_to_error` reports it (`amount`,
+/// `conversions[2].amount`; the root `.` names nothing), or else the name in serde's
+/// "missing field `x`" or "unknown field `x`"; the message then starts with `{field}: `, as
+/// every field error's does. A syntax error is `400 malformed_json`.
+pub fn json_error(e: serde_json::Error, path: Option<String>) -> ApiError {
     if e.is_data() {
         // serde names our Rust types in some messages ("expected struct CreateLink"): say
         // what the client must send instead.
         let text = e.to_string();
-        let message = if text.contains("expected struct") || text.contains("expected a map") {
-            "body must be a JSON object".to_owned()
-        } else {
-            text
+        let field = path.filter(|p| p != "." && !p.contains('?')).or_else(|| named_field(&text));
+        let message = match &field {
+            _ if text.contains("expected struct") || text.contains("expected a map") => {
+                "body must be a JSON object".to_owned()
+            }
+            // Like every field error's message: `{field}: …`.
+            Some(f) => format!("{f}: {text}"),
+            None => text,
         };
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
+        ApiError { field: field.map(Cow::Owned), ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message) }
     } else {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "body is not valid JSON")
     }
+}
+
+/// `amount` from serde's "missing field `amount` at line 1 column 52" (or "unknown field
+/// `amount`, expected …").
+fn named_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `").or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split_once('`').map(|(name, _)| name.to_owned())
 }

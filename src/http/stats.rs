@@ -109,6 +109,6 @@ mod tests {
         assert_eq!(choose_format(None, &accept("application/json, Text/CSV; q=0.5")).unwrap(), Format::Csv);
         assert_eq!(choose_format(None, &accept("application/json, */*")).unwrap(), Format::Json);
         assert_eq!(choose_format(Some("json"), &accept("text/csv")).unwrap(), Format::Json);
-        assert_eq!(choose_format(Some("xml"), &none).unwrap_err().field, Some("format"));
+        assert_eq!(choose_format(Some("xml"), &none).unwrap_err().field.as_deref(), Some("format"));
     }
 }

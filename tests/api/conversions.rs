@@ -376,6 +376,25 @@ async fn batch_and_postback_forms() {
             (422, "click_not_found")
         ]
     );
+    // The item without its fields names the first one missing.
+    assert_eq!(v["results"][3]["field"], "order_id", "{v}");
+    // A wrong type, an unknown status and an unknown field each name the input at fault.
+    let mut wrong_type = body(&token, "B4", "paid", 100, ts);
+    wrong_type["amount"] = json!("12900");
+    let mut wrong_status = body(&token, "B5", "paid", 100, ts);
+    wrong_status["status"] = json!("shipped");
+    let mut extra = body(&token, "B6", "paid", 100, ts);
+    extra["coupon"] = json!("X");
+    for (b, field) in [(&wrong_type, "amount"), (&wrong_status, "status"), (&extra, "coupon")] {
+        let (s, v, _) =
+            app.post_conversion("/v1/conversions", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &b.to_string()).await;
+        assert_eq!((s, v["code"].as_str(), v["field"].as_str()), (400, Some("invalid_body"), Some(field)), "{v}");
+        let batch = json!({"conversions": [b]});
+        let (s, v, _) = app
+            .post_conversion("/v1/conversions/batch", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &batch.to_string())
+            .await;
+        assert_eq!((s, v["results"][0]["field"].as_str()), (200, Some(field)), "{v}");
+    }
     let too_many = json!({"conversions": vec![body(&token, "X", "paid", 1, ts); 501]});
     let (s, v, _) = app
         .post_conversion("/v1/conversions/batch", "tmall-shop", MERCHANT_SECRET_1, 1, 0, &too_many.to_string())

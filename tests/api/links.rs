@@ -54,7 +54,23 @@ async fn errors_have_envelopes_and_write_nothing() {
         (Some("wrong"), ok.to_string(), "application/json", 401, "unauthorized", None),
         (Some(ADMIN_TOKEN), ok.to_string(), "text/plain", 415, "unsupported_media_type", None),
         (Some(ADMIN_TOKEN), "{not json".into(), "application/json", 400, "malformed_json", None),
-        (Some(ADMIN_TOKEN), json!({"note_id": "x"}).to_string(), "application/json", 400, "invalid_body", None),
+        // serde reports the first missing field, named in `field`.
+        (
+            Some(ADMIN_TOKEN),
+            json!({"note_id": "x"}).to_string(),
+            "application/json",
+            400,
+            "invalid_body",
+            Some("creator_id"),
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            json!({"note_id": "x", "creator_id": 7, "url": "u"}).to_string(),
+            "application/json",
+            400,
+            "invalid_body",
+            Some("creator_id"),
+        ),
         (
             Some(ADMIN_TOKEN),
             with("url", "https://m.tb.cn/h.3EK37eh"),
