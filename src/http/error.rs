@@ -175,12 +175,12 @@ pub fn json_error(e: serde_json::Error, path: Option<String>) -> ApiError {
         // serde names our Rust types in some messages ("expected struct CreateLink"): say
         // what the client must send instead.
         let text = e.to_string();
+        if text.contains("expected struct") || text.contains("expected a map") {
+            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "body must be a JSON object");
+        }
         let field = path.filter(|p| p != "." && !p.contains('?')).or_else(|| named_field(&text));
+        // Like every field error's message: `{field}: …`.
         let message = match &field {
-            _ if text.contains("expected struct") || text.contains("expected a map") => {
-                "body must be a JSON object".to_owned()
-            }
-            // Like every field error's message: `{field}: …`.
             Some(f) => format!("{f}: {text}"),
             None => text,
         };
