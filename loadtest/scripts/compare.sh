@@ -5,7 +5,9 @@
 # alternately, ROUNDS times (default 3; the ratio is the median of the rounds'), with the
 # hypervisor's steal time per run; then the load tester measures each (its ratio to wrk shows
 # its own overhead: it must reach >= 80% of wrk against nginx); then open loop at half the
-# redirect's rate against linkloop and against nginx, and nginx at half its own rate; then the
+# redirect's rate against linkloop and against nginx, alternately, ROUNDS times (the p99 reported
+# is the median of the rounds': one 10 s run's tail is set by the VM's pauses during it), and nginx
+# at half its own rate; then the
 # conversion callback; last, a verified scenario run against linkloop.
 # Usage: [ROUNDS=3] loadtest/scripts/compare.sh [duration_s=10] [connections=64]
 set -euo pipefail
@@ -137,16 +139,24 @@ grep -E "^GET|status" "$WORK/lt-link.txt" || cat "$WORK/lt-link.txt"
 # Open loop at half the redirect's max rate (wrk's figure): latency from each request's planned
 # send time, so queueing cannot hide (no coordinated omission).
 HALF=$(awk -v r="$LR" 'BEGIN {printf "%d", r / 2}')
-echo "== linkloop /j/{link}, open loop at ${HALF} req/s (50% of max), load tester =="
-S0=$(steal)
-run_lt half --target-kind plain --user-agent "$UA" -R "$HALF" "$LINK"
-S1=$(steal)
-grep -E "^GET|status" "$WORK/lt-half.txt" || cat "$WORK/lt-half.txt"
-# The same open-loop rate against nginx, right after: the machine's own tail at that rate.
-echo "== nginx return 302, open loop at ${HALF} req/s (same rate), load tester =="
-run_lt nginx-half --target-kind plain --user-agent "$UA" -R "$HALF" "http://127.0.0.1:$NGINX_PORT/j/x"
+ms_between() { awk -v a="$1" -v b="$2" -v t="$TCK" 'BEGIN {printf "%.0f", 1000*(b-a)/t}'; }
+: >"$WORK/half-rounds.txt"
+for r in $(seq "$ROUNDS"); do
+  echo "== linkloop /j/{link}, open loop at ${HALF} req/s (50% of max), load tester, round $r =="
+  S0=$(steal)
+  run_lt "half-$r" --target-kind plain --user-agent "$UA" -R "$HALF" "$LINK"
+  S1=$(steal)
+  grep -E "^GET|status" "$WORK/lt-half-$r.txt" || cat "$WORK/lt-half-$r.txt"
+  # The same open-loop rate against nginx, right after: the machine's own tail at that rate.
+  echo "== nginx return 302, open loop at ${HALF} req/s (same rate), load tester, round $r =="
+  run_lt "nginx-half-$r" --target-kind plain --user-agent "$UA" -R "$HALF" "http://127.0.0.1:$NGINX_PORT/j/x"
+  S2=$(steal)
+  grep -E "^GET|status" "$WORK/lt-nginx-half-$r.txt" || cat "$WORK/lt-nginx-half-$r.txt"
+  echo "$r $(lt_get "half-$r" p99 | sed 's/ms$//') $(lt_get "nginx-half-$r" p99 | sed 's/ms$//') $(ms_between "$S0" "$S1") $(ms_between "$S1" "$S2")" >>"$WORK/half-rounds.txt"
+done
+HALF_P99=$(awk '{print $2}' "$WORK/half-rounds.txt" | median)ms
+NGINX_HALF_P99=$(awk '{print $3}' "$WORK/half-rounds.txt" | median)ms
 S2=$(steal)
-grep -E "^GET|status" "$WORK/lt-nginx-half.txt" || cat "$WORK/lt-nginx-half.txt"
 # nginx at half of its own max rate: the tail of the baseline at the same utilisation of its
 # core (at linkloop's half rate nginx's core is only about a quarter busy).
 NHALF=$(awk -v r="$NR" 'BEGIN {printf "%d", r / 2}')
@@ -195,12 +205,12 @@ printf "%-28s %12s %10s\n" "linkloop /j/{link} (median)" "$LR" "$LP"
 printf "%-28s %12s %10s\n" "linkloop POST conversions" "$CR" "$(echo "$C" | p99)"
 printf "%-28s %12s %10s\n" "nginx (load tester)" "$LTN" "$(lt_get nginx p99)"
 printf "%-28s %12s %10s\n" "linkloop /j/ (load tester)" "$LTL" "$(lt_get link p99)"
-printf "%-28s %12s %10s\n" "linkloop /j/ open loop 50%" "$(lt_get half rps)" "$(lt_get half p99)"
-printf "%-28s %12s %10s\n" "nginx open loop, same rate" "$(lt_get nginx-half rps)" "$(lt_get nginx-half p99)"
+printf "%-28s %12s %10s\n" "linkloop /j/ open loop 50%" "$(lt_get half-1 rps)" "$HALF_P99"
+printf "%-28s %12s %10s\n" "nginx open loop, same rate" "$(lt_get nginx-half-1 rps)" "$NGINX_HALF_P99"
 printf "%-28s %12s %10s\n" "nginx open loop 50% of own" "$(lt_get nginx-own-half rps)" "$(lt_get nginx-own-half p99)"
 echo "ratio linkloop/nginx: $RATIO (median of $ROUNDS alternating rounds: $(awk '{printf "%s%s%%", (NR > 1 ? ", " : ""), $6}' "$WORK/rounds.txt"); hypervisor steal per round nginx/linkloop ms: $(awk '{printf "%s%s/%s", (NR > 1 ? ", " : ""), $7, $8}' "$WORK/rounds.txt"))"
 echo "CPU per request (user + system, no steal): nginx $(awk '{print $9}' "$WORK/rounds.txt" | median) us, linkloop (gateway + redis-server) $(awk '{print $10}' "$WORK/rounds.txt" | median) us: capacity ratio $CPU_RATIO (median of rounds: $(awk '{printf "%s%s%%", (NR > 1 ? ", " : ""), $11}' "$WORK/rounds.txt"))"
-echo "hypervisor steal during the open-loop runs (2 CPUs, ${DUR} s each): linkloop $(awk -v a="$S0" -v b="$S1" -v t="$TCK" 'BEGIN {printf "%.0f ms", 1000*(b-a)/t}'), nginx $(awk -v a="$S1" -v b="$S2" -v t="$TCK" 'BEGIN {printf "%.0f ms", 1000*(b-a)/t}'), nginx at 50% of its own max $(awk -v a="$S2" -v b="$S3" -v t="$TCK" 'BEGIN {printf "%.0f ms", 1000*(b-a)/t}')"
+echo "open loop at 50%: p99 median of $ROUNDS alternating rounds, linkloop $HALF_P99, nginx at the same rate $NGINX_HALF_P99 (rounds linkloop/nginx ms, with hypervisor steal ms per run: $(awk '{printf "%s%s/%s (%s/%s)", (NR > 1 ? ", " : ""), $2, $3, $4, $5}' "$WORK/half-rounds.txt")); nginx at 50% of its own max: steal $(ms_between "$S2" "$S3") ms"
 echo "load tester / wrk: nginx $(pct "$LTN" "$NR"), linkloop $(pct "$LTL" "$LR") (target >= 80% against nginx)"
 echo "scenario verification: $(grep -E '^VERIFICATION' "$WORK/lt-scenario.txt" || echo 'did not run')"
 echo "clicks recorded: $CLICKS (Redis memory $($REDIS_CLI INFO memory | awk -F: '/^used_memory_human:/ {print $2}' | tr -d '\r'), $($REDIS_CLI XLEN ll:clicks) click-stream entries left after aggregation); conversions in stream: $($REDIS_CLI XLEN ll:conversions)"
