@@ -7,8 +7,8 @@
 # its own overhead: it must reach >= 80% of wrk against nginx); then open loop at half the
 # redirect's rate against linkloop and against nginx, alternately, ROUNDS times (the p99 reported
 # is the median of the rounds': one 10 s run's tail is set by the VM's pauses during it), and nginx
-# at half its own rate; then the
-# conversion callback; last, a verified scenario run against linkloop.
+# at half its own rate; then the conversion callback; last, a verified scenario run against
+# linkloop.
 # Usage: [ROUNDS=3] loadtest/scripts/compare.sh [duration_s=10] [connections=64]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
