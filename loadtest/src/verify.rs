@@ -340,7 +340,7 @@ fn compare_streams(clicks: &ClickObs, stream: &StreamTokens, bots_counted: bool,
     }
     let unknown = stream.entries.iter().filter(|(k, r)| r.clicks > 0 && !issued.contains(k)).count() as u64;
     out.push(check(
-        "click tokens recorded (ll:cr:*, ll:clicks)",
+        "click tokens recorded (ll:crs:*, ll:clicks)",
         i(expected),
         i(found),
         lost == 0,
@@ -468,8 +468,10 @@ pub fn poll_interval(ids: usize) -> Duration {
 
 /// Reads `ll:clicks` and `ll:nonbillable` from `since_ms` on, in chunks of 10,000, keeping
 /// the entries whose record names one of `notes` (field `rec` is `1|ts|note|…`), then the
-/// click records (`ll:cr:{minute}` buckets from `since_ms` on) of the billable clicks the
-/// aggregator has trimmed from `ll:clicks` once applied.
+/// click records (`ll:crs:{minute}` hashes from `since_ms` on, a `{token} {record}` line per
+/// click; and the legacy `ll:cr:{minute}` buckets, field = token, of gateways before
+/// 2026-12-01) of the billable clicks the aggregator has trimmed from `ll:clicks` once
+/// applied. A token on two record lines counts as two clicks.
 ///
 /// # Errors
 /// Redis unreachable or a stream holds something else.
@@ -527,27 +529,41 @@ pub async fn read_stream(redis_url: &str, notes: &HashMap<String, u32>, since_ms
     // click records), so a billable token missing from what is left is looked for in its
     // record bucket. Read after the stream: an entry is trimmed only once its record exists.
     let now_minute = crate::conversions::now_ms() / 60_000;
+    let mut lines: HashMap<u128, u32> = HashMap::new();
     for minute in since_ms / 60_000..=now_minute + 1 {
-        // `ll:cr:{minute}`: the token's UUID v7 ms / 60,000 (docs/redis-schema.md).
-        let key = format!("ll:cr:{minute}");
-        let mut cursor = 0u64;
-        loop {
-            let (next, pairs): (u64, Vec<(String, String)>) =
-                redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(10_000).query_async(&mut conn).await?;
-            for (tok, rec) in &pairs {
-                out.scanned += 1;
-                if rec.split('|').nth(2).and_then(|n| notes.get(n)).is_none() {
-                    continue;
+        // `ll:crs:{minute}` (field: the token's UUID v7 ms) and the legacy `ll:cr:{minute}`
+        // (field: the token): minute = the token's UUID v7 ms / 60,000 (docs/redis-schema.md).
+        for (key, per_ms) in [(format!("ll:crs:{minute}"), true), (format!("ll:cr:{minute}"), false)] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, pairs): (u64, Vec<(String, String)>) =
+                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(1_000).query_async(&mut conn).await?;
+                for (field, value) in &pairs {
+                    let records: Vec<(&str, &str)> = if per_ms {
+                        // A line per click: `{token} {record}\n` (docs/redis-schema.md).
+                        value.split('\n').filter_map(|line| line.split_once(' ')).collect()
+                    } else {
+                        vec![(field.as_str(), value.as_str())]
+                    };
+                    for (tok, rec) in records {
+                        out.scanned += 1;
+                        if rec.split('|').nth(2).and_then(|n| notes.get(n)).is_none() {
+                            continue;
+                        }
+                        let Some(t) = crate::clicks::parse_uuid(tok.as_bytes()) else { continue };
+                        *lines.entry(t).or_default() += 1;
+                    }
                 }
-                let Some(t) = crate::clicks::parse_uuid(tok.as_bytes()) else { continue };
-                let r = out.entries.entry(t).or_default();
-                r.clicks = r.clicks.max(1);
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
+    }
+    for (t, n) in lines {
+        let r = out.entries.entry(t).or_default();
+        r.clicks = r.clicks.max(n);
     }
     Ok(out)
 }
@@ -751,7 +767,7 @@ mod tests {
         let good = [(1, 1, 0), (2, 1, 0), (3, 1, 0), (4, 0, 1), (5, 0, 1)];
         assert_eq!(run(&stream(&good)), "");
         let lossy = stream(&[(1, 1, 0), (2, 0, 1), (3, 1, 0), (4, 0, 1), (5, 0, 1)]);
-        assert_eq!(run(&lossy), "click tokens recorded (ll:cr:*, ll:clicks) |   lost (seen, not recorded)");
+        assert_eq!(run(&lossy), "click tokens recorded (ll:crs:*, ll:clicks) |   lost (seen, not recorded)");
         let checks = compare(&exp, &rec, &clicks, &c, Some(&lossy), false);
         assert!(checks.iter().any(|c| c.detail.contains("rate_limited×1") && c.detail.contains("trusted_proxies")));
         let doubled = stream(&[(1, 2, 0), (2, 1, 0), (3, 1, 0), (4, 0, 1), (5, 0, 1)]);

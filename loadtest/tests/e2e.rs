@@ -93,7 +93,7 @@ async fn short_run_against_a_real_gateway_verifies_exactly() {
     let clicks = line("clicks (GET, bots excluded)");
     assert_eq!(clicks.observed, s.clicks.get_counted as i64);
     assert_eq!(clicks.recorded, clicks.observed, "{report}");
-    let stream = line("click tokens recorded (ll:cr:*, ll:clicks)");
+    let stream = line("click tokens recorded (ll:crs:*, ll:clicks)");
     assert_eq!((stream.observed, stream.recorded), (clicks.observed, clicks.observed), "{report}");
     let nonbillable = line("bot/HEAD tokens in ll:nonbillable");
     assert_eq!(nonbillable.observed, (s.clicks.get_bot + s.clicks.head) as i64, "{report}");

@@ -1,15 +1,15 @@
 //! The click record: what Redis keeps per click token for attribution.
 //!
-//! Stored as one string (field `{token}` of the hash `ll:cr:{minute}`, see
-//! `docs/redis-schema.md`), fields joined by `|` in this
+//! Stored as one string (the rest of the line `{token} {record}` in field `{ms}` of the
+//! hash `ll:crs:{minute}`, see `docs/redis-schema.md`), fields joined by `|` in this
 //! order (none of them can contain `|`; NEVER CHANGE the order of v1):
 //!
 //! ```text
 //! 1|{ts_ms}|{note_id}|{creator_id}|{platform}|{item_id}|{sku_id or empty}|{campaign or empty}|{ip_hash}|{ua}|{referrer_host or empty}
 //! ```
 //!
-//! One string instead of a hash per click: about 110 bytes of value, written by
-//! the aggregator into the minute's bucket with one `HSET` per batch.
+//! One string instead of a hash per click: about 110 bytes, written by the aggregator
+//! into the minute's hash with one `HSET` per batch.
 
 use crate::platform::{Platform, Product};
 

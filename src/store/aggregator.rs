@@ -2,16 +2,20 @@
 //! click stream, off the redirect's hot path.
 //!
 //! Invariants (see `docs/redis-schema.md`):
-//! - **Exact.** A click is counted iff its click record (field `{token}` of the
-//!   minute bucket `ll:cr:{minute}`) is created. A batch is applied optimistically
+//! - **Exact.** A click is counted iff its click record (a line of field `{ms}` of the
+//!   minute's hash `ll:crs:{minute}`, [`keys::click_slots`]) is created. A batch is
+//!   applied optimistically
 //!   (Redis transactions, <https://redis.io/docs/latest/develop/interact/transactions/>):
 //!   on its own connection the aggregator `WATCH`es the cursor `ll:agg:cursor`, reads
-//!   the batch after it, asks per bucket which tokens are recorded (`HMGET`; those, and
-//!   a token twice in the batch, are skipped) and each visitor's last unique click
-//!   (`HMGET` of the `ll:rpt:*` buckets), decides here what is new and what repeats,
-//!   then writes it all in one `MULTI`/`EXEC`: the new records (`HSET`), repeat
-//!   markers, one `HINCRBY` per counter, one `PFADD` per HLL, and the cursor moved to
-//!   the batch's last stream id. Only aggregators write records, markers and the
+//!   the batch after it, reads the record fields of the milliseconds its tokens carry
+//!   (`HMGET`; a token already there, or twice in the batch, is skipped; a click minted
+//!   before this aggregator started or appended over [`LEGACY_CHECK_MS`] after its
+//!   token, i.e. possibly a replay of a click recorded in the legacy layout, is also
+//!   looked for in `ll:cr:{minute}`) and each visitor's last unique click (`HMGET` of
+//!   the `ll:rpt:*` buckets), decides here what is new and what repeats, then writes
+//!   it all in one `MULTI`/`EXEC`: the record fields with the new lines appended
+//!   (`HSET`), repeat markers, one `HINCRBY` per counter, one `PFADD` per HLL, and the
+//!   cursor moved to the batch's last stream id. Only aggregators write records, markers and the
 //!   cursor, and every apply moves the cursor, so if another aggregator applied
 //!   anything in between, `EXEC` does nothing and the batch is read again. A batch is
 //!   either fully applied with its cursor move, or not at all.
@@ -29,6 +33,9 @@
 //!   size while behind), at half load each transaction holds about one batch; lag stays
 //!   under [`IDLE`] + one pass. [`Aggregator::catch_up`] lets a caller
 //!   (a conversion for a click seconds old) apply everything appended so far.
+//! - **Short turns on the runtime.** The pass yields to the runtime between its
+//!   computing steps (parse, lay out, decide), so redirects on the same worker wait
+//!   for one step, not a whole pass (docs/performance.md, step 22).
 //! - **No script per click.** Redis runs only native commands for clicks: the decisions
 //!   are made here, so Redis spends no interpreter time per click (a Lua script doing
 //!   the same cost Redis ≈ 2.3× the CPU, `docs/performance.md`).
@@ -62,6 +69,11 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// times `aggregator_batch` clicks: fewer round trips per click when the redirect saturates
 /// the core, the configured size (shorter transactions, a shorter redirect tail) otherwise.
 pub const BEHIND_FACTOR: usize = 4;
+/// A click appended to the stream more than this many ms after its token was minted
+/// (a spool replay) is also looked for in the legacy record layout ([`keys::click_bucket`]),
+/// as is one minted before the aggregator started: only such a click can repeat one
+/// that a gateway of the per-token layout recorded.
+pub const LEGACY_CHECK_MS: u64 = 1_000;
 
 /// Adds a batch of conversion counter deltas atomically; returns how many counters,
 /// or -1 when another aggregator moved the cursor since this batch was read.
@@ -114,6 +126,8 @@ pub struct Aggregator {
     clicks_per_entry: AtomicUsize,
     /// Whether the last pass left entries waiting (the next one takes a bigger batch).
     behind: AtomicBool,
+    /// When this aggregator was built, Unix ms (see [`LEGACY_CHECK_MS`]).
+    started_ms: u64,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -148,6 +162,7 @@ impl Aggregator {
             apply: Mutex::new(None),
             clicks_per_entry: AtomicUsize::new(1),
             behind: AtomicBool::new(false),
+            started_ms: crate::click::now_ms(),
         })
     }
 
@@ -325,6 +340,7 @@ impl Aggregator {
         let mut entries: Vec<Entry> = Vec::with_capacity(batch);
         let mut read_entries = 0usize;
         let got = parse_click_entries(reply);
+        tokio::task::yield_now().await;
         let mut more = got.len() >= count;
         for (id, clicks) in got {
             if read_entries > 0 && entries.len() + clicks.len().max(1) > batch {
@@ -371,23 +387,28 @@ impl Aggregator {
     /// since the `WATCH` (nothing written).
     async fn apply_batch(&self, tx: &mut MultiplexedConnection, entries: &[Entry]) -> redis::RedisResult<Option<u64>> {
         let last_id = entries.last().map_or("0-0", |e| e.id.as_str());
-        let batch = Batch::build(entries, &self.opts);
+        let batch = Batch::build(entries, &self.opts, self.started_ms);
         let lookups = batch.lookups();
+        tokio::task::yield_now().await;
         let mut found: Vec<Vec<Value>> = Vec::new();
         if !lookups.is_empty() {
             let mut pipe = redis::pipe();
             for l in &lookups {
-                pipe.cmd("HMGET").arg(l.key).arg(&l.fields);
+                pipe.cmd("HMGET").arg(l.key.as_ref()).arg(&l.fields);
             }
             found = pipe.query_async(tx).await?;
         }
         let plan = batch.decide(&lookups, &found, self.opts.repeat_window_ms.max(1));
+        tokio::task::yield_now().await;
         let mut t = redis::pipe();
         // Every reply comes back, errors included: Redis does not roll a transaction back.
         t.atomic().ignore_errors();
         for (b, put) in plan.records.iter().enumerate() {
             if let (false, Some((key, at))) = (put.is_empty(), batch.buckets.get(b)) {
-                t.cmd("HSET").arg(key).arg(put);
+                let cmd = t.cmd("HSET").arg(key);
+                for (ms, lines) in put {
+                    cmd.arg(*ms).arg(lines);
+                }
                 t.cmd("PEXPIREAT").arg(key).arg(*at);
             }
         }
@@ -447,6 +468,10 @@ struct Row<'a> {
     token: &'a str,
     packed: &'a str,
     ts_ms: u64,
+    /// The token's own Unix ms: its record's field.
+    token_ms: u64,
+    /// Also look for its record in the legacy layout ([`LEGACY_CHECK_MS`]).
+    legacy: bool,
     visitor: String,
 }
 
@@ -460,8 +485,10 @@ type Kind = [usize; 7];
 struct Batch<'a> {
     /// Distinct dimension values: (agg key, uv key).
     dims: Vec<(String, String)>,
-    /// Click-record buckets: (key, expire-at ms).
+    /// Click-record hashes ([`keys::click_slots`]): (key, expire-at ms).
     buckets: Vec<(String, u64)>,
+    /// The minute of each of `buckets`.
+    minutes: Vec<u64>,
     /// Repeat buckets: (key, expire-at ms).
     repeats: Vec<(String, u64)>,
     /// Distinct kinds of the batch's clicks.
@@ -472,7 +499,8 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn build(entries: &'a [Entry], opts: &AggregatorOptions) -> Batch<'a> {
+    /// Lays `entries` out; `started_ms`: when the aggregator started ([`LEGACY_CHECK_MS`]).
+    fn build(entries: &'a [Entry], opts: &AggregatorOptions, started_ms: u64) -> Batch<'a> {
         // foldhash: the keys are server-made (tokens, hashes, ids from signed links); SipHash
         // cost ≈ 5% of the redirect's instructions in these maps.
         use foldhash::HashMap;
@@ -499,14 +527,20 @@ impl<'a> Batch<'a> {
         }
         for e in entries {
             let [tok, packed] = &e.fields;
-            let parsed = uuid::Uuid::try_parse(tok).ok().and_then(|t| keys::token_minute(&t));
-            let (Some(minute), Some(rec)) = (parsed, PackedRecord::parse(packed)) else {
+            let parsed = uuid::Uuid::try_parse(tok).ok().and_then(|t| keys::token_ms(&t));
+            let (Some(token_ms), Some(rec)) = (parsed, PackedRecord::parse(packed)) else {
                 tracing::warn!(stream.id = %e.id, "aggregator: skipping malformed click-stream entry");
                 b.rows.push(Row::default());
                 continue;
             };
+            let minute = token_ms / 60_000;
             let bucket_at = (minute + 1).saturating_mul(60_000).saturating_add(opts.click_ttl_ms);
-            let bucket = index_of(&mut b.buckets, &mut bucket_index, minute, || keys::click_bucket(minute), bucket_at);
+            let bucket = index_of(&mut b.buckets, &mut bucket_index, minute, || keys::click_slots(minute), bucket_at);
+            if b.minutes.len() < b.buckets.len() {
+                b.minutes.push(minute);
+            }
+            let entry_ms = e.id.split('-').next().and_then(|m| m.parse::<u64>().ok()).unwrap_or(0);
+            let legacy = token_ms < started_ms || token_ms.saturating_add(LEGACY_CHECK_MS) < entry_ms;
             let slot = rec.ts_ms / window;
             let repeat_at = (slot + 2).saturating_mul(window);
             let repeat =
@@ -561,22 +595,34 @@ impl<'a> Batch<'a> {
                 token: tok,
                 packed,
                 ts_ms: rec.ts_ms,
+                token_ms,
+                legacy,
                 visitor: keys::visitor(rec.note_id, p, item, rec.ip_hash, rec.ua),
             });
         }
         b
     }
 
-    /// The `HMGET`s the batch needs before deciding: per record bucket the tokens of its
-    /// clicks (in row order), per repeat bucket the distinct visitor fields of the clicks
-    /// whose slot or slot before it is.
+    /// The `HMGET`s the batch needs before deciding: per record hash the fields of the
+    /// milliseconds its clicks' tokens carry (each once), per legacy bucket the tokens
+    /// of the clicks to look for there ([`LEGACY_CHECK_MS`]), per repeat bucket the
+    /// distinct visitor fields of the clicks whose slot or slot before it is.
     fn lookups(&self) -> Vec<Lookup<'_>> {
-        let mut records: Vec<Vec<usize>> = vec![Vec::new(); self.buckets.len()];
+        use std::borrow::Cow;
+        let mut slots: Vec<Vec<u64>> = vec![Vec::new(); self.buckets.len()];
+        let mut legacy: Vec<Vec<usize>> = vec![Vec::new(); self.buckets.len()];
         let mut repeats: Vec<Vec<&str>> = vec![Vec::new(); self.repeats.len()];
+        let mut asked_ms = foldhash::HashSet::default();
         let mut asked = foldhash::HashSet::default();
         for (i, row) in self.rows.iter().enumerate() {
             let Some(kind) = row.kind.checked_sub(1).and_then(|k| self.kinds.get(k)) else { continue };
-            if let Some(rows) = records.get_mut(kind[0] - 1) {
+            let b = kind[0] - 1;
+            if let Some(ms) = slots.get_mut(b)
+                && asked_ms.insert((b, row.token_ms))
+            {
+                ms.push(row.token_ms);
+            }
+            if let (true, Some(rows)) = (row.legacy, legacy.get_mut(b)) {
                 rows.push(i);
             }
             for r in [kind[5], kind[6]] {
@@ -587,45 +633,68 @@ impl<'a> Batch<'a> {
                 }
             }
         }
-        let records = records.into_iter().enumerate().filter(|(_, rows)| !rows.is_empty()).map(|(b, rows)| {
-            let fields = rows.iter().map(|&i| self.rows[i].token).collect();
-            Lookup { key: &self.buckets[b].0, fields, what: Looked::Records(rows) }
+        let slots = slots.into_iter().enumerate().filter(|(_, ms)| !ms.is_empty()).map(|(b, ms)| Lookup {
+            key: Cow::Borrowed(self.buckets[b].0.as_str()),
+            fields: ms.iter().map(|m| Cow::Owned(m.to_string())).collect(),
+            what: Looked::Slots(b, ms),
+        });
+        let legacy = legacy.into_iter().enumerate().filter(|(_, rows)| !rows.is_empty()).map(|(b, rows)| Lookup {
+            key: Cow::Owned(keys::click_bucket(self.minutes[b])),
+            fields: rows.iter().map(|&i| Cow::Borrowed(self.rows[i].token)).collect(),
+            what: Looked::Legacy(rows),
         });
         let repeats = repeats.into_iter().enumerate().filter(|(_, f)| !f.is_empty()).map(|(r, fields)| Lookup {
-            key: &self.repeats[r].0,
-            fields,
+            key: Cow::Borrowed(self.repeats[r].0.as_str()),
+            fields: fields.into_iter().map(Cow::Borrowed).collect(),
             what: Looked::Repeats(r + 1),
         });
-        records.chain(repeats).collect()
+        slots.chain(legacy).chain(repeats).collect()
     }
 
     /// Decides from the lookups' answers (`found[i]`: the `HMGET` reply of `lookups[i]`)
     /// which clicks are new (no record yet, first time in the batch), which of those
     /// repeat a visitor's unique click less than `window` ms away (the newest such click
     /// from the click's slot and the one before; a unique click becomes the visitor's
-    /// last), and what that adds to each counter.
-    fn decide(&self, lookups: &[Lookup<'_>], found: &[Vec<Value>], window: u64) -> Plan<'a> {
+    /// last), what that adds to each counter, and each record field's new value (what
+    /// it held, then a line per new click).
+    fn decide(&self, lookups: &[Lookup<'_>], found: &[Vec<Value>], window: u64) -> Plan {
         use foldhash::{HashMap, HashSet};
-        let mut is_new = vec![false; self.rows.len()];
-        let mut in_batch: HashSet<&str> = HashSet::default();
+        // Tokens with a record already; the record fields as read.
+        let mut recorded: HashSet<&str> = HashSet::default();
+        let mut held: HashMap<(usize, u64), &str> = HashMap::default();
         let mut marker: HashMap<(usize, &str), u64> = HashMap::default();
         for (l, reply) in lookups.iter().zip(found) {
             match &l.what {
-                Looked::Records(rows) => {
+                Looked::Slots(b, ms) => {
+                    for (m, v) in ms.iter().zip(reply) {
+                        if let Some(text) = as_str(v) {
+                            held.insert((*b, *m), text);
+                            recorded.extend(keys::slot_lines(text).map(|(token, _)| token));
+                        }
+                    }
+                }
+                Looked::Legacy(rows) => {
                     for (&i, have) in rows.iter().zip(reply) {
-                        let row = &self.rows[i];
-                        is_new[i] = matches!(have, Value::Nil) && in_batch.insert(row.token);
+                        if !matches!(have, Value::Nil) {
+                            recorded.insert(self.rows[i].token);
+                        }
                     }
                 }
                 Looked::Repeats(r) => {
                     for (f, v) in l.fields.iter().zip(reply) {
-                        if let Some(ts) = as_string(v).and_then(|t| t.parse::<u64>().ok()) {
-                            marker.insert((*r, f), ts);
+                        if let Some(ts) = as_str(v).and_then(|t| t.parse::<u64>().ok()) {
+                            marker.insert((*r, f.as_ref()), ts);
                         }
                     }
                 }
             }
         }
+        let mut in_batch: HashSet<&str> = HashSet::default();
+        let is_new: Vec<bool> = self
+            .rows
+            .iter()
+            .map(|row| row.kind > 0 && !recorded.contains(row.token) && in_batch.insert(row.token))
+            .collect();
         // Each visitor's last unique click, from the buckets its new clicks look in.
         let mut last: HashMap<&str, u64> = HashMap::default();
         for (row, _) in self.rows.iter().zip(&is_new).filter(|(_, n)| **n) {
@@ -643,10 +712,26 @@ impl<'a> Batch<'a> {
             repeats: vec![Vec::new(); self.repeats.len()],
             counts: vec![(0, 0); self.dims.len()],
         };
+        // Per (record hash, ms): the field's index in `plan.records`.
+        let mut field_of: HashMap<(usize, u64), usize> = HashMap::default();
         for (row, _) in self.rows.iter().zip(&is_new).filter(|(_, n)| **n) {
             let kind = self.kinds[row.kind - 1];
             plan.new += 1;
-            plan.records[kind[0] - 1].extend([row.token, row.packed]);
+            let b = kind[0] - 1;
+            let fields = &mut plan.records[b];
+            let f = *field_of.entry((b, row.token_ms)).or_insert_with(|| {
+                let mut value = held.get(&(b, row.token_ms)).map_or_else(String::new, |h| (*h).to_owned());
+                if !value.is_empty() && !value.ends_with('\n') {
+                    value.push('\n');
+                }
+                fields.push((row.token_ms, value));
+                fields.len() - 1
+            });
+            let value = &mut fields[f].1;
+            value.push_str(row.token);
+            value.push(' ');
+            value.push_str(row.packed);
+            value.push('\n');
             let repeated = last.get(row.visitor.as_str()).is_some_and(|&l| row.ts_ms.abs_diff(l) < window);
             if !repeated {
                 last.insert(row.visitor.as_str(), row.ts_ms);
@@ -665,27 +750,29 @@ impl<'a> Batch<'a> {
 /// One `HMGET` of [`Batch::lookups`].
 #[derive(Debug)]
 struct Lookup<'b> {
-    key: &'b str,
-    fields: Vec<&'b str>,
+    key: std::borrow::Cow<'b, str>,
+    fields: Vec<std::borrow::Cow<'b, str>>,
     what: Looked,
 }
 
 /// What a [`Lookup`] asks for.
 #[derive(Debug)]
 enum Looked {
-    /// Whether these rows' tokens have a record (fields: their tokens, in order).
-    Records(Vec<usize>),
+    /// The record fields of these ms (fields: the same, in order) in record hash `.0` (0-based).
+    Slots(usize, Vec<u64>),
+    /// Whether these rows' tokens have a record in the legacy layout (fields: their tokens).
+    Legacy(Vec<usize>),
     /// Visitors' last unique click in this repeat bucket (1-based).
     Repeats(usize),
 }
 
 /// What a batch's transaction writes, from [`Batch::decide`].
 #[derive(Debug)]
-struct Plan<'a> {
+struct Plan {
     /// Clicks counted by this batch.
     new: u64,
-    /// Per record bucket: token, packed record, token, … of its new clicks.
-    records: Vec<Vec<&'a str>>,
+    /// Per record hash: (ms, the field's whole new value) of each field it gains lines in.
+    records: Vec<Vec<(u64, String)>>,
     /// Per repeat bucket: visitor field, click ms, … of the new unique clicks.
     repeats: Vec<Vec<String>>,
     /// Per dimension value: (clicks, repeat clicks) added.
@@ -814,6 +901,14 @@ fn into_string(v: Value) -> Option<String> {
     }
 }
 
+fn as_str(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
 fn as_string(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
@@ -882,53 +977,77 @@ mod tests {
             tz: chrono_tz::Asia::Shanghai,
             stream_retention_ms: 0,
         };
-        let batch = Batch::build(&entries, &opts);
+        let batch = Batch::build(&entries, &opts, 0);
         assert_eq!(batch.rows.last().map(|r| r.kind), Some(0), "malformed entry passed over");
         let lookups = batch.lookups();
-        // One record bucket (one minute) with every token in row order; the slot's repeat
-        // bucket and the one before, each asked once per visitor.
+        // One record hash (one minute) with the field of every token's ms, once; the slot's
+        // repeat bucket and the one before, each asked once per visitor.
         assert_eq!(lookups.len(), 3);
-        assert_eq!(lookups[0].key, format!("ll:cr:{}", (ms + 10) / 60_000));
-        assert_eq!(lookups[0].fields, [&tok_a, &tok_a, &entries[2].fields[0], &entries[3].fields[0], &tok_d]);
+        assert_eq!(lookups[0].key, format!("ll:crs:{}", (ms + 10) / 60_000));
+        let ms_fields: Vec<String> = [10, 20, 30, 40].iter().map(|d| (ms + d).to_string()).collect();
+        assert_eq!(lookups[0].fields, ms_fields);
         let (app_visitor, desktop_visitor) = (batch.rows[0].visitor.as_str(), batch.rows[3].visitor.as_str());
         assert_ne!(app_visitor, desktop_visitor);
         assert_eq!(lookups[1].key, format!("ll:rpt:{window}:{}", ms / window));
         assert_eq!(lookups[1].fields, [app_visitor, desktop_visitor]);
         assert_eq!(lookups[2].key, format!("ll:rpt:{window}:{}", ms / window - 1));
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let line = |e: &Entry| format!("{} {}\n", e.fields[0], e.fields[1]);
+        // d's ms field already holds d (recorded); a's holds another click of that ms.
+        let other = "019ad4ad-9a40-7000-8000-000000000000 1|5|n|c|taobao|1|||0123456789abcdef|app|";
         let found = vec![
-            vec![Value::Nil, Value::Nil, Value::Nil, Value::Nil, bulk("recorded")],
+            vec![bulk(other), Value::Nil, Value::Nil, bulk(&line(&entries[4]))],
             vec![Value::Nil, Value::Nil],
             // The app visitor's last unique click, 5 s before the slot: within the window.
             vec![bulk(&(ms - 5_000).to_string()), bulk("not a number")],
         ];
         let plan = batch.decide(&lookups, &found, window);
         assert_eq!(plan.new, 3, "a once (not its copy), b, c; not d (recorded)");
+        // Each touched field's whole new value: what it held, then a line per new click.
         assert_eq!(
             plan.records[0],
             [
-                &tok_a,
-                &entries[0].fields[1],
-                &entries[2].fields[0],
-                &entries[2].fields[1],
-                &entries[3].fields[0],
-                &entries[3].fields[1]
+                (ms + 10, format!("{other}\n{}", line(&entries[0]))),
+                (ms + 20, line(&entries[2])),
+                (ms + 30, line(&entries[3])),
             ]
         );
+        assert_eq!(keys::slot_record(&plan.records[0][0].1, &tok_a), Some(entries[0].fields[1].as_str()));
         // a and b repeat the app visitor's earlier click; c is the desktop visitor's first.
         assert_eq!(plan.counts, vec![(3, 2); 4]);
         assert_eq!(plan.repeats[0], [desktop_visitor.to_owned(), (ms + 30).to_string()]);
         assert!(plan.repeats[1].is_empty());
 
         // Nothing recorded, no markers: a and c unique, b repeats a.
-        let found = vec![vec![Value::Nil; 5], vec![Value::Nil; 2], vec![Value::Nil; 2]];
+        let found = vec![vec![Value::Nil; 4], vec![Value::Nil; 2], vec![Value::Nil; 2]];
         let plan = batch.decide(&lookups, &found, window);
         assert_eq!(plan.new, 4);
         assert_eq!(plan.counts, vec![(4, 2); 4], "b repeats a, d repeats c");
+        assert_eq!(plan.records[0].len(), 4);
         assert_eq!(
             plan.repeats[0],
             [app_visitor.to_owned(), (ms + 10).to_string(), desktop_visitor.to_owned(), (ms + 30).to_string()]
         );
+
+        // Clicks minted before the aggregator started are also looked for in the legacy
+        // layout (field = token): d is recorded there.
+        let batch = Batch::build(&entries, &opts, u64::MAX);
+        let lookups = batch.lookups();
+        assert_eq!(lookups.len(), 4);
+        assert_eq!(lookups[1].key, format!("ll:cr:{}", (ms + 10) / 60_000));
+        assert_eq!(
+            lookups[1].fields,
+            [&tok_a, &tok_a, &entries[2].fields[0], &entries[3].fields[0], &tok_d].map(|t| t.as_str())
+        );
+        let found = vec![
+            vec![Value::Nil; 4],
+            vec![Value::Nil, Value::Nil, Value::Nil, Value::Nil, bulk("1|…")],
+            vec![Value::Nil; 2],
+            vec![Value::Nil; 2],
+        ];
+        let plan = batch.decide(&lookups, &found, window);
+        assert_eq!(plan.new, 3, "a once, b, c; not d (recorded in the legacy layout)");
+        assert!(plan.records[0].iter().all(|(_, v)| !v.contains(&tok_d)));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   duplicate (original result returned), same key + other fingerprint a conflict.
 //!   `res` is what the script computed (see [`Receipt`]); the fields the merchant
 //!   sent are not repeated (the fingerprint makes them equal in a duplicate).
-//! - `ll:cr:{minute}` hash, field = click token: the click record (read only).
+//! - `ll:crs:{minute}` hash, field = the token's ms: the click records of that ms, a
+//!   `{token} {record}` line each (read only, [`keys::click_slots`]); a token not there is
+//!   looked for in the legacy `ll:cr:{minute}` hash, field = click token.
 //! - `ll:order:{merchant}:{order}:{sub}` hash, one field `o` =
 //!   `{state}|{paid}|{refunded}|{currency}|{token}|{note}|{creator}|{platform}|{item}`
 //!   (state `paid`, `refunded` or `cancelled`; amounts in minor units): the order
@@ -84,7 +86,17 @@ elseif o[2] then
   local l = redis.call('HMGET', ok, 'state', 'paid', 'refunded', 'currency', 'token', 'note', 'creator', 'platform', 'item')
   state, paid, refunded, ocur, token, note, creator, platform, item = l[1], l[2], l[3], l[4], l[5], l[6], l[7], l[8], l[9]
 else
-  local rec = redis.call('HGET', ck, ARGV[18])
+  -- The record is the rest of the line `{token} {record}` in the field of the token's ms
+  -- (a record holds no space, so `{token} ` matches only at a line's head; checked anyway).
+  local rec
+  local slot = redis.call('HGET', ck, ARGV[21])
+  if slot then
+    local s, e = string.find(slot, ARGV[18] .. ' ', 1, true)
+    if s and (s == 1 or string.byte(slot, s - 1) == 10) then
+      rec = string.sub(slot, e + 1, (string.find(slot, '\n', e + 1, true) or 0) - 1)
+    end
+  end
+  if not rec then rec = redis.call('HGET', ARGV[22], ARGV[18]) end
   if not rec then return {'unknown_click'} end
   -- One match, not a split: `1|ts|note|creator|platform|item|…` (record v1; a split cost
   -- 7 µs per call). Another version or a malformed record is not a click this script knows.
@@ -301,14 +313,12 @@ pub async fn record(
     let idem =
         format!("ll:conv:{}:{}:{}:{}:{}", merchant.id, c.order_id, c.sub_order_id, c.status.as_str(), c.refund_id);
     let order = format!("ll:order:{}:{}:{}", merchant.id, c.order_id, c.sub_order_id);
-    // A token that is not a UUID v7 has no bucket: the empty key holds no record.
-    let bucket = uuid::Uuid::try_parse(&c.click_token)
-        .ok()
-        .and_then(|t| keys::token_minute(&t))
-        .map(keys::click_bucket)
-        .unwrap_or_default();
+    // A token that is not a UUID v7 has no record hash: the empty key holds no record.
+    let token_ms = uuid::Uuid::try_parse(&c.click_token).ok().and_then(|t| keys::token_ms(&t));
+    let (slots, legacy) =
+        token_ms.map_or_else(Default::default, |ms| (keys::click_slots(ms / 60_000), keys::click_bucket(ms / 60_000)));
     let mut inv = script.prepare_invoke();
-    inv.arg(bucket)
+    inv.arg(slots)
         .arg(idem)
         .arg(order)
         .arg(c.fingerprint())
@@ -327,7 +337,9 @@ pub async fn record(
         .arg(&c.sub_order_id)
         .arg(&c.click_token)
         .arg(&c.raw_status)
-        .arg(&c.refund_id);
+        .arg(&c.refund_id)
+        .arg(token_ms.unwrap_or_default())
+        .arg(legacy);
     let reply: Vec<Value> = inv.invoke_async(conn).await?;
     let text = |i: usize| match reply.get(i) {
         Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),

@@ -670,3 +670,41 @@ async fn records_from_earlier_versions_still_answer_and_refund() {
     assert_eq!((s, v["code"].as_str()), (409, Some("invalid_transition")), "{v}");
     app.stop().await;
 }
+
+/// A click token of Unix ms `ms` (UUID v7), as the gateway mints them.
+fn token_at(ms: u64) -> String {
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
+    uuid::Uuid::new_v7(ts).hyphenated().to_string()
+}
+
+#[tokio::test]
+async fn clicks_recorded_in_the_per_token_layout_still_attribute_and_are_not_counted_twice() {
+    let app = spawn_app().await;
+    let (_, ts) = clicked(&app, TAOBAO).await;
+    let clicks_key = format!("ll:agg:note:{NOTE}:{}", day(ts));
+    let before = agg(&app, clicks_key.clone(), "clicks").await;
+    assert_eq!(before, 1);
+    // A click an earlier version recorded, 5 s ago: field = token in `ll:cr:{minute}`.
+    let old_ms = linkloop::click::now_ms() - 5_000;
+    let (old, fresh) = (token_at(old_ms), token_at(old_ms + 1));
+    let record = |ms: u64| format!("1|{ms}|{NOTE}|creator_01|taobao|567873872517|||0123456789abcdef|app|");
+    let mut r = app.redis().await;
+    let legacy = linkloop::store::keys::click_bucket(old_ms / 60_000);
+    let _: () = r.hset(&legacy, &old, record(old_ms)).await.unwrap();
+
+    // Its conversion is attributed from the legacy record.
+    let (s, v) = post(&app, &body(&old, "O-LEGACY", "paid", 5000, old_ms + 1000)).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!((v["note_id"].as_str(), v["item_id"].as_str()), (Some(NOTE), Some("567873872517")));
+
+    // A replay of it (appended 5 s after its token) is not counted again; a replayed click
+    // recorded nowhere is counted once and recorded in the per-ms layout.
+    let lines = format!("{old} {}\n{fresh} {}", record(old_ms), record(old_ms + 1));
+    let _: String =
+        redis::cmd("XADD").arg("ll:clicks").arg("*").arg("clicks").arg(&lines).query_async(&mut r).await.unwrap();
+    assert_eq!(agg(&app, clicks_key.clone(), "clicks").await, before + 1);
+    let records = crate::support::click_records(&mut r).await;
+    assert_eq!(records.get(&fresh), Some(&record(old_ms + 1)));
+    assert!(!records.contains_key(&old), "the legacy click stays where it was");
+    app.stop().await;
+}

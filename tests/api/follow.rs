@@ -75,8 +75,10 @@ async fn mint_click_exact_location_and_redis_contents() {
 
     // The aggregator derives the click record, counters and UV.
     app.state.aggregator.catch_up().await.unwrap();
-    let bucket = crate::support::click_bucket_of(&token);
-    let record: String = r.hget(&bucket, &token).await.unwrap();
+    let (bucket, ms) = crate::support::click_slot_of(&token);
+    let slot: String = r.hget(&bucket, ms).await.unwrap();
+    assert_eq!(slot, format!("{token} {expected_record}\n"), "the only click of its ms");
+    let record = linkloop::store::keys::slot_record(&slot, &token).unwrap().to_owned();
     assert_eq!(record, expected_record);
     let parsed = linkloop::click::ClickRecord::from_packed(&record).unwrap();
     assert_eq!(parsed.ts_ms, claims.ts_ms);
@@ -86,7 +88,7 @@ async fn mint_click_exact_location_and_redis_contents() {
     let ttl_ms: i64 = r.pttl(&bucket).await.unwrap();
     let eight_days = 8 * 86_400_000i64;
     assert!(ttl_ms > eight_days - 5_000 && ttl_ms <= eight_days + 60_000, "ttl {ttl_ms}");
-    let minute = bucket["ll:cr:".len()..].parse::<i64>().unwrap();
+    let minute = bucket["ll:crs:".len()..].parse::<i64>().unwrap();
     let expire_at_ms = i64::try_from(linkloop::click::now_ms()).unwrap() + ttl_ms;
     assert!((expire_at_ms - ((minute + 1) * 60_000 + eight_days)).abs() < 5_000, "bucket expiry");
 

@@ -204,22 +204,31 @@ pub fn keys() -> (linkloop::signing::Keyring, linkloop::signing::Keyring) {
     )
 }
 
-/// Every click record in Redis (`ll:cr:{minute}` buckets): token → packed record.
+/// Every click record in Redis (`ll:crs:{minute}` hashes, a `{token} {record}` line per
+/// click in the field of the token's ms; a token recorded twice would panic): token → packed record.
 pub async fn click_records(r: &mut redis::aio::MultiplexedConnection) -> std::collections::HashMap<String, String> {
     use redis::AsyncCommands;
-    let buckets: Vec<String> = r.keys("ll:cr:*").await.unwrap();
+    let hashes: Vec<String> = r.keys("ll:crs:*").await.unwrap();
     let mut out = std::collections::HashMap::new();
-    for b in buckets {
-        let all: std::collections::HashMap<String, String> = r.hgetall(&b).await.unwrap();
-        out.extend(all);
+    for h in hashes {
+        let fields: std::collections::HashMap<String, String> = r.hgetall(&h).await.unwrap();
+        for (ms, slot) in fields {
+            for (token, record) in linkloop::store::keys::slot_lines(&slot) {
+                let t: uuid::Uuid = token.parse().unwrap();
+                assert_eq!(linkloop::store::keys::token_ms(&t).unwrap().to_string(), ms, "{token} in field {ms}");
+                assert!(out.insert(token.to_owned(), record.to_owned()).is_none(), "{token} recorded twice");
+            }
+        }
     }
     out
 }
 
-/// The bucket key holding the click record of `token` (see `linkloop::store::keys`).
-pub fn click_bucket_of(token: &str) -> String {
+/// The record hash holding the click record of `token` and its field (see
+/// `linkloop::store::keys::click_slots`).
+pub fn click_slot_of(token: &str) -> (String, u64) {
     let t: uuid::Uuid = token.parse().unwrap();
-    linkloop::store::keys::click_bucket(linkloop::store::keys::token_minute(&t).unwrap())
+    let ms = linkloop::store::keys::token_ms(&t).unwrap();
+    (linkloop::store::keys::click_slots(ms / 60_000), ms)
 }
 
 /// One click as stored in a stream entry (`ll:clicks` or `ll:nonbillable`).
