@@ -34,8 +34,9 @@
 //!   under [`IDLE`] + one pass. [`Aggregator::catch_up`] lets a caller
 //!   (a conversion for a click seconds old) apply everything appended so far.
 //! - **Short turns on the runtime.** The pass yields to the runtime between its
-//!   computing steps (parse, lay out, decide), so redirects on the same worker wait
-//!   for one step, not a whole pass (docs/performance.md, step 22).
+//!   computing steps (parse, lay out [`YIELD_EVERY`] clicks at a time, decide), so
+//!   redirects on the same worker wait for one step, not a whole pass
+//!   (docs/performance.md, step 22).
 //! - **No script per click.** Redis runs only native commands for clicks: the decisions
 //!   are made here, so Redis spends no interpreter time per click (a Lua script doing
 //!   the same cost Redis ≈ 2.3× the CPU, `docs/performance.md`).
@@ -74,6 +75,9 @@ pub const BEHIND_FACTOR: usize = 4;
 /// as is one minted before the aggregator started: only such a click can repeat one
 /// that a gateway of the per-token layout recorded.
 pub const LEGACY_CHECK_MS: u64 = 1_000;
+/// Clicks a pass lays out between two yields to the runtime (a few µs of work each: a
+/// redirect on the same worker waits for 32 of them, not for a whole batch of up to 512).
+pub const YIELD_EVERY: usize = 32;
 
 /// Adds a batch of conversion counter deltas atomically; returns how many counters,
 /// or -1 when another aggregator moved the cursor since this batch was read.
@@ -387,7 +391,7 @@ impl Aggregator {
     /// since the `WATCH` (nothing written).
     async fn apply_batch(&self, tx: &mut MultiplexedConnection, entries: &[Entry]) -> redis::RedisResult<Option<u64>> {
         let last_id = entries.last().map_or("0-0", |e| e.id.as_str());
-        let batch = Batch::build(entries, &self.opts, self.started_ms);
+        let batch = Batch::build(entries, &self.opts, self.started_ms).await;
         let lookups = batch.lookups();
         tokio::task::yield_now().await;
         let mut found: Vec<Vec<Value>> = Vec::new();
@@ -500,7 +504,8 @@ struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// Lays `entries` out; `started_ms`: when the aggregator started ([`LEGACY_CHECK_MS`]).
-    fn build(entries: &'a [Entry], opts: &AggregatorOptions, started_ms: u64) -> Batch<'a> {
+    /// Yields to the runtime every [`YIELD_EVERY`] clicks.
+    async fn build(entries: &'a [Entry], opts: &AggregatorOptions, started_ms: u64) -> Batch<'a> {
         // foldhash: the keys are server-made (tokens, hashes, ids from signed links); SipHash
         // cost ≈ 5% of the redirect's instructions in these maps.
         use foldhash::HashMap;
@@ -525,7 +530,10 @@ impl<'a> Batch<'a> {
                 table.len()
             })
         }
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
+            if i > 0 && i % YIELD_EVERY == 0 {
+                tokio::task::yield_now().await;
+            }
             let [tok, packed] = &e.fields;
             let parsed = uuid::Uuid::try_parse(tok).ok().and_then(|t| keys::token_ms(&t));
             let (Some(token_ms), Some(rec)) = (parsed, PackedRecord::parse(packed)) else {
@@ -960,8 +968,8 @@ mod tests {
         (Entry { id: id.to_owned(), fields: [token.clone(), rec] }, token)
     }
 
-    #[test]
-    fn decide_counts_new_clicks_once_and_repeats_within_the_window() {
+    #[tokio::test]
+    async fn decide_counts_new_clicks_once_and_repeats_within_the_window() {
         let ms = 1_795_968_000_000u64; // on a 30-minute slot boundary
         let window = 1_800_000;
         let (a, tok_a) = click_entry("1-0", ms + 10, "app");
@@ -977,7 +985,7 @@ mod tests {
             tz: chrono_tz::Asia::Shanghai,
             stream_retention_ms: 0,
         };
-        let batch = Batch::build(&entries, &opts, 0);
+        let batch = Batch::build(&entries, &opts, 0).await;
         assert_eq!(batch.rows.last().map(|r| r.kind), Some(0), "malformed entry passed over");
         let lookups = batch.lookups();
         // One record hash (one minute) with the field of every token's ms, once; the slot's
@@ -1031,7 +1039,7 @@ mod tests {
 
         // Clicks minted before the aggregator started are also looked for in the legacy
         // layout (field = token): d is recorded there.
-        let batch = Batch::build(&entries, &opts, u64::MAX);
+        let batch = Batch::build(&entries, &opts, u64::MAX).await;
         let lookups = batch.lookups();
         assert_eq!(lookups.len(), 4);
         assert_eq!(lookups[1].key, format!("ll:cr:{}", (ms + 10) / 60_000));
