@@ -708,3 +708,41 @@ async fn clicks_recorded_in_the_per_token_layout_still_attribute_and_are_not_cou
     assert!(!records.contains_key(&old), "the legacy click stays where it was");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn clicks_of_one_millisecond_applied_in_separate_passes_share_its_field_and_attribute() {
+    // The in-process aggregator is off; one with batches of one click applies three clicks
+    // whose tokens carry the same ms, so each pass appends to the field the last one wrote.
+    let app = spawn_app_with(|c| c.aggregator_enabled = false).await;
+    let ms = linkloop::click::now_ms() - 2_000;
+    let record = format!("1|{ms}|{NOTE}|creator_01|taobao|567873872517|||0123456789abcdef|app|");
+    let tokens: Vec<String> = (0..3).map(|_| token_at(ms)).collect();
+    let mut r = app.redis().await;
+    for t in &tokens {
+        let line = format!("{t} {record}");
+        let _: String =
+            redis::cmd("XADD").arg("ll:clicks").arg("*").arg("clicks").arg(&line).query_async(&mut r).await.unwrap();
+    }
+    let opts = linkloop::store::aggregator::AggregatorOptions {
+        batch: 1,
+        click_ttl_ms: 8 * 86_400_000,
+        repeat_window_ms: 1_800_000,
+        tz: chrono_tz::Asia::Shanghai,
+        stream_retention_ms: 0,
+    };
+    let url = app.redis.server.tcp_url();
+    let agg = linkloop::store::aggregator::Aggregator::new(&url, opts, app.state.metrics.clone()).unwrap();
+    assert_eq!(agg.catch_up().await.unwrap(), 3);
+    let field: String = r.hget(linkloop::store::keys::click_slots(ms / 60_000), ms).await.unwrap();
+    let want: String = tokens.iter().map(|t| format!("{t} {record}\n")).collect();
+    assert_eq!(field, want, "three passes, one field, lines in stream order");
+    let clicks: i64 = r.hget(format!("ll:agg:note:{NOTE}:{}", day(ms)), "clicks").await.unwrap();
+    assert_eq!(clicks, 3);
+    // Applying again changes nothing; each click's conversion finds its own line.
+    assert_eq!(agg.catch_up().await.unwrap(), 0);
+    for (i, t) in tokens.iter().enumerate() {
+        let (s, v) = post(&app, &body(t, &format!("O-MS-{i}"), "paid", 1000 + i as i64, ms + 500)).await;
+        assert_eq!((s, v["click_token"].as_str(), v["note_id"].as_str()), (201, Some(t.as_str()), Some(NOTE)), "{v}");
+    }
+    app.stop().await;
+}
