@@ -543,10 +543,17 @@ impl<'a> Batch<'a> {
             };
             let minute = token_ms / 60_000;
             let bucket_at = (minute + 1).saturating_mul(60_000).saturating_add(opts.click_ttl_ms);
-            let bucket = index_of(&mut b.buckets, &mut bucket_index, minute, || keys::click_slots(minute), bucket_at);
-            if b.minutes.len() < b.buckets.len() {
-                b.minutes.push(minute);
-            }
+            let minutes = &mut b.minutes;
+            let bucket = index_of(
+                &mut b.buckets,
+                &mut bucket_index,
+                minute,
+                || {
+                    minutes.push(minute);
+                    keys::click_slots(minute)
+                },
+                bucket_at,
+            );
             let entry_ms = e.id.split('-').next().and_then(|m| m.parse::<u64>().ok()).unwrap_or(0);
             let legacy = token_ms < started_ms || token_ms.saturating_add(LEGACY_CHECK_MS) < entry_ms;
             let slot = rec.ts_ms / window;
@@ -669,14 +676,20 @@ impl<'a> Batch<'a> {
         use foldhash::{HashMap, HashSet};
         // Tokens with a record already; the record fields as read.
         let mut recorded: HashSet<&str> = HashSet::default();
-        let mut held: HashMap<(usize, u64), &str> = HashMap::default();
+        // As bytes: a field is extended, never rewritten, even if something else wrote it.
+        let mut held: HashMap<(usize, u64), &[u8]> = HashMap::default();
         let mut marker: HashMap<(usize, &str), u64> = HashMap::default();
         for (l, reply) in lookups.iter().zip(found) {
             match &l.what {
                 Looked::Slots(b, ms) => {
                     for (m, v) in ms.iter().zip(reply) {
-                        if let Some(text) = as_str(v) {
-                            held.insert((*b, *m), text);
+                        if let Value::BulkString(bytes) = v {
+                            held.insert((*b, *m), bytes);
+                            // Tokens are ASCII: a line is read up to its first non-UTF-8 byte.
+                            let text = match std::str::from_utf8(bytes) {
+                                Ok(t) => t,
+                                Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+                            };
                             recorded.extend(keys::slot_lines(text).map(|(token, _)| token));
                         }
                     }
@@ -728,18 +741,18 @@ impl<'a> Batch<'a> {
             let b = kind[0] - 1;
             let fields = &mut plan.records[b];
             let f = *field_of.entry((b, row.token_ms)).or_insert_with(|| {
-                let mut value = held.get(&(b, row.token_ms)).map_or_else(String::new, |h| (*h).to_owned());
-                if !value.is_empty() && !value.ends_with('\n') {
-                    value.push('\n');
+                let mut value = held.get(&(b, row.token_ms)).map_or_else(Vec::new, |h| h.to_vec());
+                if value.last().is_some_and(|&c| c != b'\n') {
+                    value.push(b'\n');
                 }
                 fields.push((row.token_ms, value));
                 fields.len() - 1
             });
             let value = &mut fields[f].1;
-            value.push_str(row.token);
-            value.push(' ');
-            value.push_str(row.packed);
-            value.push('\n');
+            value.extend_from_slice(row.token.as_bytes());
+            value.push(b' ');
+            value.extend_from_slice(row.packed.as_bytes());
+            value.push(b'\n');
             let repeated = last.get(row.visitor.as_str()).is_some_and(|&l| row.ts_ms.abs_diff(l) < window);
             if !repeated {
                 last.insert(row.visitor.as_str(), row.ts_ms);
@@ -780,7 +793,7 @@ struct Plan {
     /// Clicks counted by this batch.
     new: u64,
     /// Per record hash: (ms, the field's whole new value) of each field it gains lines in.
-    records: Vec<Vec<(u64, String)>>,
+    records: Vec<Vec<(u64, Vec<u8>)>>,
     /// Per repeat bucket: visitor field, click ms, … of the new unique clicks.
     repeats: Vec<Vec<String>>,
     /// Per dimension value: (clicks, repeat clicks) added.
@@ -791,7 +804,7 @@ struct Plan {
 fn first_id(v: &Value) -> Option<String> {
     let Value::Array(entries) = v else { return None };
     let Value::Array(entry) = entries.first()? else { return None };
-    as_string(entry.first()?)
+    as_str(entry.first()?).map(str::to_owned)
 }
 
 /// The id before which applied entries may go (`XTRIM MINID`): `retention_ms` before the
@@ -917,14 +930,6 @@ fn as_str(v: &Value) -> Option<&str> {
     }
 }
 
-fn as_string(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1012,15 +1017,19 @@ mod tests {
         let plan = batch.decide(&lookups, &found, window);
         assert_eq!(plan.new, 3, "a once (not its copy), b, c; not d (recorded)");
         // Each touched field's whole new value: what it held, then a line per new click.
+        let text = |fields: &[(u64, Vec<u8>)]| -> Vec<(u64, String)> {
+            fields.iter().map(|(ms, v)| (*ms, String::from_utf8(v.clone()).unwrap())).collect()
+        };
+        let written = text(&plan.records[0]);
         assert_eq!(
-            plan.records[0],
+            written,
             [
                 (ms + 10, format!("{other}\n{}", line(&entries[0]))),
                 (ms + 20, line(&entries[2])),
                 (ms + 30, line(&entries[3])),
             ]
         );
-        assert_eq!(keys::slot_record(&plan.records[0][0].1, &tok_a), Some(entries[0].fields[1].as_str()));
+        assert_eq!(keys::slot_record(&written[0].1, &tok_a), Some(entries[0].fields[1].as_str()));
         // a and b repeat the app visitor's earlier click; c is the desktop visitor's first.
         assert_eq!(plan.counts, vec![(3, 2); 4]);
         assert_eq!(plan.repeats[0], [desktop_visitor.to_owned(), (ms + 30).to_string()]);
@@ -1055,7 +1064,25 @@ mod tests {
         ];
         let plan = batch.decide(&lookups, &found, window);
         assert_eq!(plan.new, 3, "a once, b, c; not d (recorded in the legacy layout)");
-        assert!(plan.records[0].iter().all(|(_, v)| !v.contains(&tok_d)));
+        assert!(text(&plan.records[0]).iter().all(|(_, v)| !v.contains(&tok_d)));
+
+        // A field holding bytes that are not UTF-8 (written by something else) is extended
+        // byte for byte, never rewritten.
+        let batch = Batch::build(&entries, &opts, 0).await;
+        let lookups = batch.lookups();
+        let mut odd = format!("{other}\n").into_bytes();
+        odd.extend_from_slice(b"\xff\xfe");
+        let found = vec![
+            vec![Value::BulkString(odd.clone()), Value::Nil, Value::Nil, bulk(&line(&entries[4]))],
+            vec![Value::Nil; 2],
+            vec![Value::Nil; 2],
+        ];
+        let plan = batch.decide(&lookups, &found, window);
+        assert_eq!(plan.new, 3, "a, b, c; d is recorded");
+        let mut want = odd;
+        want.push(b'\n');
+        want.extend_from_slice(line(&entries[0]).as_bytes());
+        assert_eq!(plan.records[0][0], (ms + 10, want));
     }
 
     #[test]
