@@ -5,7 +5,7 @@
 //! conversion and refund the gateway accepted with `201`, and the GMV net of refunds.
 //! **Recorded**: the stats API totals of each of the run's notes (the notes are fresh
 //! per run, so they hold nothing else), and with `--redis-url` token by token: the click
-//! records (`ll:cr:{minute}`) and what is left of the click stream `ll:clicks` (the
+//! records (`ll:crs:{minute}`, and the legacy `ll:cr:{minute}`) and what is left of the click stream `ll:clicks` (the
 //! aggregator trims entries once applied), and `ll:nonbillable`.
 //!
 //! Clicks are counted asynchronously, so the stats are polled until they match or stop
