@@ -6,9 +6,9 @@
 # hypervisor's steal time per run; then the load tester measures each (its ratio to wrk shows
 # its own overhead: it must reach >= 80% of wrk against nginx); then open loop at half the
 # redirect's rate against linkloop and against nginx, alternately, ROUNDS times (the p99 reported
-# is the median of the rounds': one 10 s run's tail is set by the VM's pauses during it), and nginx
-# at half its own rate; then the conversion callback; last, a verified scenario run against
-# linkloop.
+# is the median of the rounds': one 10 s run's tail is set by the VM's pauses during it; with the
+# share of the server core each side used), and nginx at half its own rate; then the conversion
+# callback; last, a verified scenario run against linkloop.
 # Usage: [ROUNDS=3] loadtest/scripts/compare.sh [duration_s=10] [connections=64]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -140,28 +140,43 @@ grep -E "^GET|status" "$WORK/lt-link.txt" || cat "$WORK/lt-link.txt"
 # send time, so queueing cannot hide (no coordinated omission).
 HALF=$(awk -v r="$LR" 'BEGIN {printf "%d", r / 2}')
 ms_between() { awk -v a="$1" -v b="$2" -v t="$TCK" 'BEGIN {printf "%.0f", 1000*(b-a)/t}'; }
+# Share of the server core the processes used over a run of DUR s (CPU ms since $1): at a
+# paced rate every request pays its own wake-up, so half the max rate is not half the core.
+busy() { awk -v c="$1" -v d="$DUR" 'BEGIN {printf "%.0f", c / (10 * d)}'; }
 : >"$WORK/half-rounds.txt"
 for r in $(seq "$ROUNDS"); do
   echo "== linkloop /j/{link}, open loop at ${HALF} req/s (50% of max), load tester, round $r =="
   S0=$(steal)
+  # shellcheck disable=SC2086
+  c0=$(cpu_ms $LL_PIDS)
   run_lt "half-$r" --target-kind plain --user-agent "$UA" -R "$HALF" "$LINK"
+  # shellcheck disable=SC2086
+  bl=$(busy $(( $(cpu_ms $LL_PIDS) - c0 )))
   S1=$(steal)
   grep -E "^GET|status" "$WORK/lt-half-$r.txt" || cat "$WORK/lt-half-$r.txt"
   # The same open-loop rate against nginx, right after: the machine's own tail at that rate.
   echo "== nginx return 302, open loop at ${HALF} req/s (same rate), load tester, round $r =="
+  # shellcheck disable=SC2086
+  c0=$(cpu_ms $NGINX_PIDS)
   run_lt "nginx-half-$r" --target-kind plain --user-agent "$UA" -R "$HALF" "http://127.0.0.1:$NGINX_PORT/j/x"
+  # shellcheck disable=SC2086
+  bn=$(busy $(( $(cpu_ms $NGINX_PIDS) - c0 )))
   S2=$(steal)
   grep -E "^GET|status" "$WORK/lt-nginx-half-$r.txt" || cat "$WORK/lt-nginx-half-$r.txt"
-  echo "$r $(lt_get "half-$r" p99 | sed 's/ms$//') $(lt_get "nginx-half-$r" p99 | sed 's/ms$//') $(ms_between "$S0" "$S1") $(ms_between "$S1" "$S2")" >>"$WORK/half-rounds.txt"
+  echo "$r $(lt_get "half-$r" p99 | sed 's/ms$//') $(lt_get "nginx-half-$r" p99 | sed 's/ms$//') $(ms_between "$S0" "$S1") $(ms_between "$S1" "$S2") $bl $bn" >>"$WORK/half-rounds.txt"
 done
 HALF_P99=$(awk '{print $2}' "$WORK/half-rounds.txt" | median)ms
 NGINX_HALF_P99=$(awk '{print $3}' "$WORK/half-rounds.txt" | median)ms
 S2=$(steal)
-# nginx at half of its own max rate: the tail of the baseline at the same utilisation of its
-# core (at linkloop's half rate nginx's core is only about a quarter busy).
+# nginx at half of its own max rate: the tail of the baseline at half its own rate (at
+# linkloop's half rate nginx's core is far less busy than linkloop's: see the busy shares).
 NHALF=$(awk -v r="$NR" 'BEGIN {printf "%d", r / 2}')
 echo "== nginx return 302, open loop at ${NHALF} req/s (50% of its own max), load tester =="
+# shellcheck disable=SC2086
+c0=$(cpu_ms $NGINX_PIDS)
 run_lt nginx-own-half --target-kind plain --user-agent "$UA" -R "$NHALF" "http://127.0.0.1:$NGINX_PORT/j/x"
+# shellcheck disable=SC2086
+BNH=$(busy $(( $(cpu_ms $NGINX_PIDS) - c0 )))
 S3=$(steal)
 grep -E "^GET|status" "$WORK/lt-nginx-own-half.txt" || cat "$WORK/lt-nginx-own-half.txt"
 REDIS_CLI="redis-cli -s $WORK/data/redis/redis.sock"
@@ -211,6 +226,7 @@ printf "%-28s %12s %10s\n" "nginx open loop 50% of own" "$(lt_get nginx-own-half
 echo "ratio linkloop/nginx: $RATIO (median of $ROUNDS alternating rounds: $(awk '{printf "%s%s%%", (NR > 1 ? ", " : ""), $6}' "$WORK/rounds.txt"); hypervisor steal per round nginx/linkloop ms: $(awk '{printf "%s%s/%s", (NR > 1 ? ", " : ""), $7, $8}' "$WORK/rounds.txt"))"
 echo "CPU per request (user + system, no steal): nginx $(awk '{print $9}' "$WORK/rounds.txt" | median) us, linkloop (gateway + redis-server) $(awk '{print $10}' "$WORK/rounds.txt" | median) us: capacity ratio $CPU_RATIO (median of rounds: $(awk '{printf "%s%s%%", (NR > 1 ? ", " : ""), $11}' "$WORK/rounds.txt"))"
 echo "open loop at 50%: p99 median of $ROUNDS alternating rounds, linkloop $HALF_P99, nginx at the same rate $NGINX_HALF_P99 (rounds linkloop/nginx ms, with hypervisor steal ms per run: $(awk '{printf "%s%s/%s (%s/%s)", (NR > 1 ? ", " : ""), $2, $3, $4, $5}' "$WORK/half-rounds.txt")); nginx at 50% of its own max: steal $(ms_between "$S2" "$S3") ms"
+echo "server core busy in the open-loop runs (user + system CPU / run time): linkloop (gateway + redis-server) $(awk '{print $6}' "$WORK/half-rounds.txt" | median)%, nginx at the same rate $(awk '{print $7}' "$WORK/half-rounds.txt" | median)%, nginx at 50% of its own max ${BNH}% (medians; rounds linkloop/nginx: $(awk '{printf "%s%s/%s%%", (NR > 1 ? ", " : ""), $6, $7}' "$WORK/half-rounds.txt"))"
 echo "load tester / wrk: nginx $(pct "$LTN" "$NR"), linkloop $(pct "$LTL" "$LR") (target >= 80% against nginx)"
 echo "scenario verification: $(grep -E '^VERIFICATION' "$WORK/lt-scenario.txt" || echo 'did not run')"
 echo "clicks recorded: $CLICKS (Redis memory $($REDIS_CLI INFO memory | awk -F: '/^used_memory_human:/ {print $2}' | tr -d '\r'), $($REDIS_CLI XLEN ll:clicks) click-stream entries left after aggregation); conversions in stream: $($REDIS_CLI XLEN ll:conversions)"
