@@ -36,7 +36,8 @@
 //! - **Short turns on the runtime.** The pass yields to the runtime between its
 //!   computing steps (parse, lay out [`YIELD_EVERY`] clicks at a time, decide), so
 //!   redirects on the same worker wait for one step, not a whole pass
-//!   (docs/performance.md, step 22).
+//!   (docs/performance.md, step 22). Not while behind: then every yield would wait for
+//!   each ready redirect (hundreds at saturation) and the lag would grow without bound.
 //! - **No script per click.** Redis runs only native commands for clicks: the decisions
 //!   are made here, so Redis spends no interpreter time per click (a Lua script doing
 //!   the same cost Redis ≈ 2.3× the CPU, `docs/performance.md`).
@@ -332,7 +333,8 @@ impl Aggregator {
         self.metrics.click_stream_entries.set(stream_len);
         // Entries hold a group commit each: read about `batch` clicks' worth.
         // Behind (the last pass left entries waiting): bigger batches, fewer round trips.
-        let batch = if self.behind.load(Ordering::Relaxed) { self.opts.batch * BEHIND_FACTOR } else { self.opts.batch };
+        let behind = self.behind.load(Ordering::Relaxed);
+        let batch = if behind { self.opts.batch * BEHIND_FACTOR } else { self.opts.batch };
         let count = batch / self.clicks_per_entry.load(Ordering::Relaxed).max(1) + 1;
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(count).arg("STREAMS").arg(keys::CLICK_STREAM);
@@ -344,7 +346,7 @@ impl Aggregator {
         let mut entries: Vec<Entry> = Vec::with_capacity(batch);
         let mut read_entries = 0usize;
         let got = parse_click_entries(reply);
-        tokio::task::yield_now().await;
+        give_way(!behind).await;
         let mut more = got.len() >= count;
         for (id, clicks) in got {
             if read_entries > 0 && entries.len() + clicks.len().max(1) > batch {
@@ -365,7 +367,7 @@ impl Aggregator {
             return Ok((0, false));
         }
         let read = entries.len() as u64;
-        let Some(new) = self.apply_batch(tx, &entries).await? else {
+        let Some(new) = self.apply_batch(tx, &entries, !behind).await? else {
             // Another aggregator moved the cursor meanwhile: nothing was written. The loop
             // reads again after its idle pause (`more` = false), leaving the field to the one
             // that is ahead instead of redoing every lookup at once; `catch_up` goes on at once.
@@ -387,13 +389,19 @@ impl Aggregator {
 
     /// Applies `entries` (read after the cursor `tx` watches): looks up which tokens
     /// have a record and each visitor's last unique click, decides, then writes in one
-    /// `MULTI`/`EXEC`. Returns how many clicks were new, or `None` when the cursor moved
-    /// since the `WATCH` (nothing written).
-    async fn apply_batch(&self, tx: &mut MultiplexedConnection, entries: &[Entry]) -> redis::RedisResult<Option<u64>> {
+    /// `MULTI`/`EXEC`, giving way to the runtime between its steps when `yielding`.
+    /// Returns how many clicks were new, or `None` when the cursor moved since the
+    /// `WATCH` (nothing written).
+    async fn apply_batch(
+        &self,
+        tx: &mut MultiplexedConnection,
+        entries: &[Entry],
+        yielding: bool,
+    ) -> redis::RedisResult<Option<u64>> {
         let last_id = entries.last().map_or("0-0", |e| e.id.as_str());
-        let batch = Batch::build(entries, &self.opts, self.started_ms).await;
+        let batch = Batch::build(entries, &self.opts, self.started_ms, yielding).await;
         let lookups = batch.lookups();
-        tokio::task::yield_now().await;
+        give_way(yielding).await;
         let mut found: Vec<Vec<Value>> = Vec::new();
         if !lookups.is_empty() {
             let mut pipe = redis::pipe();
@@ -403,7 +411,7 @@ impl Aggregator {
             found = pipe.query_async(tx).await?;
         }
         let plan = batch.decide(&lookups, &found, self.opts.repeat_window_ms.max(1));
-        tokio::task::yield_now().await;
+        give_way(yielding).await;
         let mut t = redis::pipe();
         // Every reply comes back, errors included: Redis does not roll a transaction back.
         t.atomic().ignore_errors();
@@ -465,6 +473,13 @@ impl Aggregator {
     }
 }
 
+/// Lets every other ready task of the runtime (redirects) run first, when `on`.
+async fn give_way(on: bool) {
+    if on {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// One click of a batch; `kind` is 1-based, 0 = malformed (passed over).
 #[derive(Debug, Default)]
 struct Row<'a> {
@@ -504,8 +519,8 @@ struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// Lays `entries` out; `started_ms`: when the aggregator started ([`LEGACY_CHECK_MS`]).
-    /// Yields to the runtime every [`YIELD_EVERY`] clicks.
-    async fn build(entries: &'a [Entry], opts: &AggregatorOptions, started_ms: u64) -> Batch<'a> {
+    /// Yields to the runtime every [`YIELD_EVERY`] clicks when `yielding`.
+    async fn build(entries: &'a [Entry], opts: &AggregatorOptions, started_ms: u64, yielding: bool) -> Batch<'a> {
         // foldhash: the keys are server-made (tokens, hashes, ids from signed links); SipHash
         // cost ≈ 5% of the redirect's instructions in these maps.
         use foldhash::HashMap;
@@ -532,7 +547,7 @@ impl<'a> Batch<'a> {
         }
         for (i, e) in entries.iter().enumerate() {
             if i > 0 && i % YIELD_EVERY == 0 {
-                tokio::task::yield_now().await;
+                give_way(yielding).await;
             }
             let [tok, packed] = &e.fields;
             let parsed = uuid::Uuid::try_parse(tok).ok().and_then(|t| keys::token_ms(&t));
@@ -990,7 +1005,7 @@ mod tests {
             tz: chrono_tz::Asia::Shanghai,
             stream_retention_ms: 0,
         };
-        let batch = Batch::build(&entries, &opts, 0).await;
+        let batch = Batch::build(&entries, &opts, 0, true).await;
         assert_eq!(batch.rows.last().map(|r| r.kind), Some(0), "malformed entry passed over");
         let lookups = batch.lookups();
         // One record hash (one minute) with the field of every token's ms, once; the slot's
@@ -1048,7 +1063,7 @@ mod tests {
 
         // Clicks minted before the aggregator started are also looked for in the legacy
         // layout (field = token): d is recorded there.
-        let batch = Batch::build(&entries, &opts, u64::MAX).await;
+        let batch = Batch::build(&entries, &opts, u64::MAX, false).await;
         let lookups = batch.lookups();
         assert_eq!(lookups.len(), 4);
         assert_eq!(lookups[1].key, format!("ll:cr:{}", (ms + 10) / 60_000));
@@ -1068,7 +1083,7 @@ mod tests {
 
         // A field holding bytes that are not UTF-8 (written by something else) is extended
         // byte for byte, never rewritten.
-        let batch = Batch::build(&entries, &opts, 0).await;
+        let batch = Batch::build(&entries, &opts, 0, true).await;
         let lookups = batch.lookups();
         let mut odd = format!("{other}\n").into_bytes();
         odd.extend_from_slice(b"\xff\xfe");
