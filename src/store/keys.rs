@@ -95,10 +95,11 @@ pub fn token_minute(token: &uuid::Uuid) -> Option<u64> {
     token_ms(token).map(|ms| ms / 60_000)
 }
 
-/// The `(token, record)` lines of a [`click_slots`] field value, in order; a line
-/// without a space (the empty one after the last newline) is skipped.
+/// The `(token, record)` lines of a [`click_slots`] field value, in order: the line form
+/// of a click-stream entry ([`crate::store::entry_clicks`]); a line without a space (the
+/// empty one after the last newline) is skipped.
 pub fn slot_lines(slot: &str) -> impl Iterator<Item = (&str, &str)> {
-    slot.split('\n').filter_map(|line| line.split_once(' '))
+    crate::store::entry_clicks(slot).map(|(token, record, _)| (token, record))
 }
 
 /// The packed record of `token` in a [`click_slots`] field value, if it is there.
