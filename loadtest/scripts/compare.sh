@@ -7,7 +7,8 @@
 # its own overhead: it must reach >= 80% of wrk against nginx); then open loop at half the
 # redirect's rate against linkloop and against nginx, alternately, ROUNDS times (the p99 reported
 # is the median of the rounds': one 10 s run's tail is set by the VM's pauses during it; with the
-# share of the server core each side used), and nginx at half its own rate; then the conversion
+# share of the server core each side used), with nginx at half its own rate in each round too
+# (the baseline's tail at the load the p99 target names); then the conversion
 # callback; last, a verified scenario run against linkloop.
 # Usage: [ROUNDS=3] loadtest/scripts/compare.sh [duration_s=10] [connections=64]
 set -euo pipefail
@@ -143,6 +144,10 @@ ms_between() { awk -v a="$1" -v b="$2" -v t="$TCK" 'BEGIN {printf "%.0f", 1000*(
 # Share of the server core the processes used over a run of DUR s (CPU ms since $1): at a
 # paced rate every request pays its own wake-up, so half the max rate is not half the core.
 busy() { awk -v c="$1" -v d="$DUR" 'BEGIN {printf "%.0f", c / (10 * d)}'; }
+# nginx at half of its own max rate too, in each round: the baseline's own tail at the load the
+# target names (at linkloop's half rate nginx's core is far less busy than linkloop's: see the
+# busy shares).
+NHALF=$(awk -v r="$NR" 'BEGIN {printf "%d", r / 2}')
 : >"$WORK/half-rounds.txt"
 for r in $(seq "$ROUNDS"); do
   echo "== linkloop /j/{link}, open loop at ${HALF} req/s (50% of max), load tester, round $r =="
@@ -163,22 +168,19 @@ for r in $(seq "$ROUNDS"); do
   bn=$(busy $(( $(cpu_ms $NGINX_PIDS) - c0 )))
   S2=$(steal)
   grep -E "^GET|status" "$WORK/lt-nginx-half-$r.txt" || cat "$WORK/lt-nginx-half-$r.txt"
-  echo "$r $(lt_get "half-$r" p99 | sed 's/ms$//') $(lt_get "nginx-half-$r" p99 | sed 's/ms$//') $(ms_between "$S0" "$S1") $(ms_between "$S1" "$S2") $bl $bn" >>"$WORK/half-rounds.txt"
+  echo "== nginx return 302, open loop at ${NHALF} req/s (50% of its own max), load tester, round $r =="
+  # shellcheck disable=SC2086
+  c0=$(cpu_ms $NGINX_PIDS)
+  run_lt "nginx-own-half-$r" --target-kind plain --user-agent "$UA" -R "$NHALF" "http://127.0.0.1:$NGINX_PORT/j/x"
+  # shellcheck disable=SC2086
+  bo=$(busy $(( $(cpu_ms $NGINX_PIDS) - c0 )))
+  S3=$(steal)
+  grep -E "^GET|status" "$WORK/lt-nginx-own-half-$r.txt" || cat "$WORK/lt-nginx-own-half-$r.txt"
+  echo "$r $(lt_get "half-$r" p99 | sed 's/ms$//') $(lt_get "nginx-half-$r" p99 | sed 's/ms$//') $(ms_between "$S0" "$S1") $(ms_between "$S1" "$S2") $bl $bn $(lt_get "nginx-own-half-$r" p99 | sed 's/ms$//') $(ms_between "$S2" "$S3") $bo" >>"$WORK/half-rounds.txt"
 done
 HALF_P99=$(awk '{print $2}' "$WORK/half-rounds.txt" | median)ms
 NGINX_HALF_P99=$(awk '{print $3}' "$WORK/half-rounds.txt" | median)ms
-S2=$(steal)
-# nginx at half of its own max rate: the tail of the baseline at half its own rate (at
-# linkloop's half rate nginx's core is far less busy than linkloop's: see the busy shares).
-NHALF=$(awk -v r="$NR" 'BEGIN {printf "%d", r / 2}')
-echo "== nginx return 302, open loop at ${NHALF} req/s (50% of its own max), load tester =="
-# shellcheck disable=SC2086
-c0=$(cpu_ms $NGINX_PIDS)
-run_lt nginx-own-half --target-kind plain --user-agent "$UA" -R "$NHALF" "http://127.0.0.1:$NGINX_PORT/j/x"
-# shellcheck disable=SC2086
-BNH=$(busy $(( $(cpu_ms $NGINX_PIDS) - c0 )))
-S3=$(steal)
-grep -E "^GET|status" "$WORK/lt-nginx-own-half.txt" || cat "$WORK/lt-nginx-own-half.txt"
+NGINX_OWN_HALF_P99=$(awk '{print $8}' "$WORK/half-rounds.txt" | median)ms
 REDIS_CLI="redis-cli -s $WORK/data/redis/redis.sock"
 # Clicks Redis acknowledged (stream entries hold a group commit each, so not XLEN).
 CLICKS=$(curl -s "http://127.0.0.1:$LL_PORT/metrics" | awk '/^linkloop_clicks_recorded_total/ {print $2}')
@@ -222,11 +224,11 @@ printf "%-28s %12s %10s\n" "nginx (load tester)" "$LTN" "$(lt_get nginx p99)"
 printf "%-28s %12s %10s\n" "linkloop /j/ (load tester)" "$LTL" "$(lt_get link p99)"
 printf "%-28s %12s %10s\n" "linkloop /j/ open loop 50%" "$(lt_get half-1 rps)" "$HALF_P99"
 printf "%-28s %12s %10s\n" "nginx open loop, same rate" "$(lt_get nginx-half-1 rps)" "$NGINX_HALF_P99"
-printf "%-28s %12s %10s\n" "nginx open loop 50% of own" "$(lt_get nginx-own-half rps)" "$(lt_get nginx-own-half p99)"
+printf "%-28s %12s %10s\n" "nginx open loop 50% of own" "$(lt_get nginx-own-half-1 rps)" "$NGINX_OWN_HALF_P99"
 echo "ratio linkloop/nginx: $RATIO (median of $ROUNDS alternating rounds: $(awk '{printf "%s%s%%", (NR > 1 ? ", " : ""), $6}' "$WORK/rounds.txt"); hypervisor steal per round nginx/linkloop ms: $(awk '{printf "%s%s/%s", (NR > 1 ? ", " : ""), $7, $8}' "$WORK/rounds.txt"))"
 echo "CPU per request (user + system, no steal): nginx $(awk '{print $9}' "$WORK/rounds.txt" | median) us, linkloop (gateway + redis-server) $(awk '{print $10}' "$WORK/rounds.txt" | median) us: capacity ratio $CPU_RATIO (median of rounds: $(awk '{printf "%s%s%%", (NR > 1 ? ", " : ""), $11}' "$WORK/rounds.txt"))"
-echo "open loop at 50%: p99 median of $ROUNDS alternating rounds, linkloop $HALF_P99, nginx at the same rate $NGINX_HALF_P99 (rounds linkloop/nginx ms, with hypervisor steal ms per run: $(awk '{printf "%s%s/%s (%s/%s)", (NR > 1 ? ", " : ""), $2, $3, $4, $5}' "$WORK/half-rounds.txt")); nginx at 50% of its own max: steal $(ms_between "$S2" "$S3") ms"
-echo "server core busy in the open-loop runs (user + system CPU / run time): linkloop (gateway + redis-server) $(awk '{print $6}' "$WORK/half-rounds.txt" | median)%, nginx at the same rate $(awk '{print $7}' "$WORK/half-rounds.txt" | median)%, nginx at 50% of its own max ${BNH}% (medians; rounds linkloop/nginx: $(awk '{printf "%s%s/%s%%", (NR > 1 ? ", " : ""), $6, $7}' "$WORK/half-rounds.txt"))"
+echo "open loop at 50%: p99 median of $ROUNDS alternating rounds, linkloop $HALF_P99, nginx at the same rate $NGINX_HALF_P99 (rounds linkloop/nginx ms, with hypervisor steal ms per run: $(awk '{printf "%s%s/%s (%s/%s)", (NR > 1 ? ", " : ""), $2, $3, $4, $5}' "$WORK/half-rounds.txt")); nginx at 50% of its own max (${NHALF} req/s) $NGINX_OWN_HALF_P99 (rounds ms, with steal ms: $(awk '{printf "%s%s (%s)", (NR > 1 ? ", " : ""), $8, $9}' "$WORK/half-rounds.txt"))"
+echo "server core busy in the open-loop runs (user + system CPU / run time): linkloop (gateway + redis-server) $(awk '{print $6}' "$WORK/half-rounds.txt" | median)%, nginx at the same rate $(awk '{print $7}' "$WORK/half-rounds.txt" | median)%, nginx at 50% of its own max $(awk '{print $10}' "$WORK/half-rounds.txt" | median)% (medians; rounds linkloop/nginx same rate/nginx own half: $(awk '{printf "%s%s/%s/%s%%", (NR > 1 ? ", " : ""), $6, $7, $10}' "$WORK/half-rounds.txt"))"
 echo "load tester / wrk: nginx $(pct "$LTN" "$NR"), linkloop $(pct "$LTL" "$LR") (target >= 80% against nginx)"
 echo "scenario verification: $(grep -E '^VERIFICATION' "$WORK/lt-scenario.txt" || echo 'did not run')"
 echo "clicks recorded: $CLICKS (Redis memory $($REDIS_CLI INFO memory | awk -F: '/^used_memory_human:/ {print $2}' | tr -d '\r'), $($REDIS_CLI XLEN ll:clicks) click-stream entries left after aggregation); conversions in stream: $($REDIS_CLI XLEN ll:conversions)"
