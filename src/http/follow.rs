@@ -118,6 +118,15 @@ fn too_many_requests_page() -> Response {
     res
 }
 
+/// The `405` answer to a method other than `GET`/`HEAD` on a jump link: the same short
+/// page as [`invalid_link_page`], with `Allow: GET, HEAD` (RFC 9110 §15.5.6).
+pub fn method_not_allowed_page() -> Response {
+    let mut res = invalid_link_page();
+    *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    res
+}
+
 /// The `404` page a shopper sees for a broken, forged or unknown link.
 pub fn invalid_link_page() -> Response {
     let mut res = (StatusCode::NOT_FOUND, INVALID_LINK_PAGE).into_response();

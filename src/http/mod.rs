@@ -196,17 +196,31 @@ fn overload_error(e: &tower::BoxError) -> Response {
     }
 }
 
-/// Unknown routes: shoppers (`/j…`) get the short invalid-link page, API clients JSON.
+/// Whether `path` looks like a shopper's jump link (`/j…`, also `//j…` or `/J…`, as a
+/// mangled copy of a link may arrive): such paths get the short HTML page, never JSON.
+fn is_shopper_path(path: &str) -> bool {
+    path.trim_start_matches('/').starts_with(['j', 'J'])
+}
+
+/// Unknown routes: shoppers (`/j…`) get the short invalid-link page (`404`), API clients
+/// JSON `404 not_found`.
 async fn not_found(uri: axum::http::Uri) -> Response {
-    if uri.path().starts_with("/j") {
+    if is_shopper_path(uri.path()) {
         follow::invalid_link_page()
     } else {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
     }
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+/// A method a route does not take: on a jump link the short page with `405` and `Allow:
+/// GET, HEAD`; elsewhere JSON `405 method_not_allowed`.
+async fn method_not_allowed(uri: axum::http::Uri) -> Response {
+    if is_shopper_path(uri.path()) {
+        follow::method_not_allowed_page()
+    } else {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+            .into_response()
+    }
 }
 
 /// Static route label for metrics (bounded cardinality).

@@ -344,6 +344,7 @@ async fn bad_links_get_404_page_and_write_nothing() {
     let minted = app.mint(NOTE, CREATOR, TAOBAO).await;
     let link = minted["link"].as_str().unwrap();
     let token = link.rsplit('/').next().unwrap();
+    let link_path = link.strip_prefix(app.base.as_str()).unwrap().to_owned();
     let raw = URL_SAFE_NO_PAD.decode(token).unwrap();
     // Let the aggregator create its group, so DBSIZE is stable.
     app.state.aggregator.catch_up().await.unwrap();
@@ -383,6 +384,30 @@ async fn bad_links_get_404_page_and_write_nothing() {
     }
     assert_eq!(dbsize(&app).await, before);
     assert_eq!(app.metric("linkloop_links_rejected_total").await, bad.len() as f64);
+
+    // Mangled copies of a link (doubled slash, capital J, no link) get the page too, not JSON.
+    for path in [format!("/{link_path}"), link_path.replacen("/j/", "/J/", 1), "/j/".into(), "/j".into()] {
+        let res = app.get(&format!("{}{path}", app.base)).await;
+        assert_eq!(res.status(), 404, "{path}");
+        assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8", "{path}");
+        assert!(res.text().await.unwrap().contains("not valid"), "{path}");
+    }
+    // Other methods on a valid link: the page with 405 and Allow, and no click.
+    let client = reqwest::Client::new();
+    for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::OPTIONS] {
+        let res = client.request(method.clone(), link).send().await.unwrap();
+        assert_eq!(res.status(), 405, "{method}");
+        assert_eq!(res.headers()["allow"], "GET, HEAD", "{method}");
+        assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8", "{method}");
+        assert!(res.text().await.unwrap().contains("not valid"), "{method}");
+    }
+    // API paths keep their JSON envelope.
+    let res = client.post(format!("{}/v1/stats/note/{NOTE}", app.base)).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["code"], "method_not_allowed");
+    assert_eq!(dbsize(&app).await, before);
+    // `/j/` reached the redirect with an empty link: one more rejection, nothing else.
+    assert_eq!(app.metric("linkloop_links_rejected_total").await, bad.len() as f64 + 1.0);
     app.stop().await;
 }
 
