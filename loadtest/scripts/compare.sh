@@ -149,34 +149,33 @@ busy() { awk -v c="$1" -v d="$DUR" 'BEGIN {printf "%.0f", c / (10 * d)}'; }
 # busy shares).
 NHALF=$(awk -v r="$NR" 'BEGIN {printf "%d", r / 2}')
 : >"$WORK/half-rounds.txt"
+# One open-loop run of DUR s: NAME RATE URL PID... (the server's processes); prints the tester's
+# lines and leaves "p99_ms steal_ms busy_%" in $WORK/ol-NAME.txt.
+open_loop() {
+  local name=$1 rate=$2 url=$3 s0 c0
+  shift 3
+  s0=$(steal)
+  c0=$(cpu_ms "$@")
+  run_lt "$name" --target-kind plain --user-agent "$UA" -R "$rate" "$url"
+  echo "$(lt_get "$name" p99 | sed 's/ms$//') $(ms_between "$s0" "$(steal)") $(busy $(($(cpu_ms "$@") - c0)))" >"$WORK/ol-$name.txt"
+  grep -E "^GET|status" "$WORK/lt-$name.txt" || cat "$WORK/lt-$name.txt"
+}
 for r in $(seq "$ROUNDS"); do
   echo "== linkloop /j/{link}, open loop at ${HALF} req/s (50% of max), load tester, round $r =="
-  S0=$(steal)
   # shellcheck disable=SC2086
-  c0=$(cpu_ms $LL_PIDS)
-  run_lt "half-$r" --target-kind plain --user-agent "$UA" -R "$HALF" "$LINK"
-  # shellcheck disable=SC2086
-  bl=$(busy $(( $(cpu_ms $LL_PIDS) - c0 )))
-  S1=$(steal)
-  grep -E "^GET|status" "$WORK/lt-half-$r.txt" || cat "$WORK/lt-half-$r.txt"
+  open_loop "half-$r" "$HALF" "$LINK" $LL_PIDS
   # The same open-loop rate against nginx, right after: the machine's own tail at that rate.
   echo "== nginx return 302, open loop at ${HALF} req/s (same rate), load tester, round $r =="
   # shellcheck disable=SC2086
-  c0=$(cpu_ms $NGINX_PIDS)
-  run_lt "nginx-half-$r" --target-kind plain --user-agent "$UA" -R "$HALF" "http://127.0.0.1:$NGINX_PORT/j/x"
-  # shellcheck disable=SC2086
-  bn=$(busy $(( $(cpu_ms $NGINX_PIDS) - c0 )))
-  S2=$(steal)
-  grep -E "^GET|status" "$WORK/lt-nginx-half-$r.txt" || cat "$WORK/lt-nginx-half-$r.txt"
+  open_loop "nginx-half-$r" "$HALF" "http://127.0.0.1:$NGINX_PORT/j/x" $NGINX_PIDS
   echo "== nginx return 302, open loop at ${NHALF} req/s (50% of its own max), load tester, round $r =="
   # shellcheck disable=SC2086
-  c0=$(cpu_ms $NGINX_PIDS)
-  run_lt "nginx-own-half-$r" --target-kind plain --user-agent "$UA" -R "$NHALF" "http://127.0.0.1:$NGINX_PORT/j/x"
-  # shellcheck disable=SC2086
-  bo=$(busy $(( $(cpu_ms $NGINX_PIDS) - c0 )))
-  S3=$(steal)
-  grep -E "^GET|status" "$WORK/lt-nginx-own-half-$r.txt" || cat "$WORK/lt-nginx-own-half-$r.txt"
-  echo "$r $(lt_get "half-$r" p99 | sed 's/ms$//') $(lt_get "nginx-half-$r" p99 | sed 's/ms$//') $(ms_between "$S0" "$S1") $(ms_between "$S1" "$S2") $bl $bn $(lt_get "nginx-own-half-$r" p99 | sed 's/ms$//') $(ms_between "$S2" "$S3") $bo" >>"$WORK/half-rounds.txt"
+  open_loop "nginx-own-half-$r" "$NHALF" "http://127.0.0.1:$NGINX_PORT/j/x" $NGINX_PIDS
+  read -r pl sl bl <"$WORK/ol-half-$r.txt"
+  read -r pn sn bn <"$WORK/ol-nginx-half-$r.txt"
+  read -r po so bo <"$WORK/ol-nginx-own-half-$r.txt"
+  # Columns: round, p99 ms (linkloop, nginx same rate), steal ms, busy %, then nginx at half its own max.
+  echo "$r $pl $pn $sl $sn $bl $bn $po $so $bo" >>"$WORK/half-rounds.txt"
 done
 HALF_P99=$(awk '{print $2}' "$WORK/half-rounds.txt" | median)ms
 NGINX_HALF_P99=$(awk '{print $3}' "$WORK/half-rounds.txt" | median)ms
