@@ -188,6 +188,15 @@ async fn run_with(lies: Lies, bots_counted: bool, extra: &str) -> loadtest::Summ
     loadtest::run(opts).await.unwrap()
 }
 
+/// Every one of the 400 planned clicks is either sent (and then answered and tallied: the
+/// fake never fails) or counted as not sent. A noisy machine may leave a few planned clicks
+/// unsent at the deadline, so the test checks the books add up, not that all 400 went out.
+fn assert_sent_all_planned(s: &loadtest::Summary) {
+    let o = s.open_loop.as_ref().unwrap();
+    assert_eq!((o.planned, o.sent + o.not_sent), (400, 400), "{}", s.render());
+    assert_eq!(s.clicks.get_counted + s.clicks.get_bot + s.clicks.head, o.sent, "{}", s.render());
+}
+
 const CREATORS: &str = "creators whose stats match";
 
 fn failing(s: &loadtest::Summary) -> Vec<String> {
@@ -199,7 +208,7 @@ async fn honest_fake_passes_with_exact_counts() {
     let s = run_against(HONEST, true).await;
     let v = s.verification.as_ref().unwrap();
     assert!(s.passed(), "{}", s.render());
-    assert_eq!(s.clicks.get_counted + s.clicks.get_bot + s.clicks.head, 400, "{}", s.render());
+    assert_sent_all_planned(&s);
     assert_eq!(v.checks[0].observed, (s.clicks.get_counted + s.clicks.get_bot) as i64);
     assert_eq!(v.checks[0].observed, v.checks[0].recorded);
     let c = s.conversions.as_ref().unwrap();
@@ -219,7 +228,7 @@ async fn honest_fake_passes_with_exact_counts() {
 async fn hyper_client_gives_the_same_books() {
     let s = run_with(HONEST, true, "--client hyper").await;
     assert!(s.passed(), "{}", s.render());
-    assert_eq!(s.clicks.get_counted + s.clicks.get_bot + s.clicks.head, 400, "{}", s.render());
+    assert_sent_all_planned(&s);
     let s = run_with(Lies { lose_every: Some(25), ..HONEST }, true, "--client hyper").await;
     assert_eq!(failing(&s), vec!["clicks (GET, bots included)", CREATORS], "{}", s.render());
 }
