@@ -25,6 +25,9 @@ use crate::signing::Keyring;
 pub const MERCHANT_HEADER: &str = "linkloop-merchant";
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "linkloop-signature";
+/// The `WWW-Authenticate` challenge of a callback's `401` (RFC 9110 §11.6.1): the
+/// signature scheme this module checks, by its header's name.
+pub const SIGNATURE_CHALLENGE: &str = "Linkloop-Signature realm=\"linkloop\"";
 
 /// `[[merchants]]` in the config file.
 #[derive(Debug, Clone, Deserialize)]

@@ -61,7 +61,8 @@ pub struct ConversionInput {
     pub refund_id: Option<String>,
     /// Amount in the currency's minor unit (fen for CNY), 0..=10^12.
     pub amount: i64,
-    /// ISO 4217 code, default `CNY`.
+    /// ISO 4217 code of a currency with a minor unit, default `CNY` (`XXX`, `XTS`, metals
+    /// such as `XAU` and units of account such as `XDR` have none and are refused).
     #[serde(default)]
     pub currency: Option<String>,
     /// When the order event happened, RFC 3339.
@@ -187,8 +188,10 @@ impl ConversionInput {
             return Err(err("amount", "must be positive for paid and refunded"));
         }
         let currency = self.currency.unwrap_or_else(|| "CNY".to_owned());
-        if iso_currency::Currency::from_code(&currency).is_none() {
-            return Err(err("currency", "must be an ISO 4217 code such as CNY"));
+        // Amounts are in minor units, so the currency must have one: ISO 4217 lists none
+        // for XXX ("no currency"), XTS (testing), metals (XAU…) and units of account (XDR…).
+        if iso_currency::Currency::from_code(&currency).and_then(|c| c.exponent()).is_none() {
+            return Err(err("currency", "must be an ISO 4217 currency with a minor unit, such as CNY"));
         }
         let occurred = chrono::DateTime::parse_from_rfc3339(&self.occurred_at)
             .map_err(|_| err("occurred_at", "must be an RFC 3339 timestamp, e.g. 2026-11-30T12:00:00+08:00"))?;
@@ -299,6 +302,11 @@ mod tests {
             (|i| i.amount = 0, "amount"),
             (|i| i.currency = Some("XYZ".into()), "currency"),
             (|i| i.currency = Some("cny".into()), "currency"),
+            // ISO 4217 codes without a minor unit: no currency, testing, gold, SDR.
+            (|i| i.currency = Some("XXX".into()), "currency"),
+            (|i| i.currency = Some("XTS".into()), "currency"),
+            (|i| i.currency = Some("XAU".into()), "currency"),
+            (|i| i.currency = Some("XDR".into()), "currency"),
             (|i| i.occurred_at = "yesterday".into(), "occurred_at"),
             (|i| i.item_id = Some("12a".into()), "item_id"),
             (|i| i.refund_id = Some("r1".into()), "refund_id"),

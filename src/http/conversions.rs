@@ -4,8 +4,9 @@
 //! Order of checks: body size (413), content type (415), merchant signature on
 //! the raw bytes (401), per-merchant rate limit (429), JSON shape and fields
 //! (400), then one atomic Redis script: idempotency (200 duplicate / 409
-//! conflict), attribution of a new order (403/422), order state and GMV (409),
-//! else 201. Refunds and cancels of a known order use the order's stored
+//! conflict), an event dated after the server clock + tolerance (422), attribution
+//! of a new order (403/422), a refund or cancel dated before its payment (422),
+//! order state and GMV (409), else 201. Refunds and cancels of a known order use the order's stored
 //! attribution (and its original click token), so they work after the click
 //! record has expired.
 //! Redis unavailable: 503 + `Retry-After`, nothing written.
@@ -18,9 +19,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::{ApiError, RawBody, parse_json, require_json};
+use super::error::{ApiError, RawBody, json_error, parse_json, require_json};
 use crate::app::{App, AppState};
-use crate::conversion::auth::{AuthError, MERCHANT_HEADER, Merchant, SIGNATURE_HEADER};
+use crate::conversion::auth::{AuthError, MERCHANT_HEADER, Merchant, SIGNATURE_CHALLENGE, SIGNATURE_HEADER};
 use crate::conversion::{ConversionInput, FieldError};
 use crate::metrics::ReasonLabels;
 use crate::store::conversions::{self, Outcome, Receipt};
@@ -32,8 +33,9 @@ fn now_s() -> u64 {
     crate::click::now_ms() / 1000
 }
 
+/// `401` with the error's code and the `Linkloop-Signature` challenge (`docs/conversions.md`).
 fn auth_error(e: AuthError) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string()).with_challenge(SIGNATURE_CHALLENGE)
 }
 
 fn authenticate(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Arc<Merchant>, ApiError> {
@@ -76,9 +78,12 @@ async fn process(app: &App, merchant: &Merchant, input: ConversionInput) -> Resu
     let day = crate::store::aggregator::day_of(conv.occurred_at_ms, app.tz);
     let conn = app.store.connection();
     let maxlen = app.config.conversion_stream_maxlen;
+    // An order event may be dated up to the callback tolerance (the clock skew a signature
+    // may have) after the server's clock, no later.
+    let latest_ms = crate::click::now_ms().saturating_add(app.merchants.tolerance_s.saturating_mul(1000));
     let run = |mut conn: redis::aio::ConnectionManager| {
         let (script, conv, day) = (&app.conversion_script, &conv, &day);
-        async move { conversions::record(&mut conn, script, conv, merchant, day, maxlen).await }
+        async move { conversions::record(&mut conn, script, conv, merchant, day, maxlen, latest_ms).await }
     };
     let mut outcome = run(conn.clone()).await.map_err(|_| ApiError::unavailable())?;
     if outcome == Outcome::UnknownClick {
@@ -117,6 +122,21 @@ async fn process(app: &App, merchant: &Merchant, input: ConversionInput) -> Resu
                         "occurred_at is before the click or after the attribution window",
                     )
                 }
+                Outcome::InFuture => ApiError::field(
+                    "occurred_at",
+                    "occurred_in_future",
+                    format!(
+                        "occurred_at: later than the server's clock plus {} s (callback_tolerance_seconds)",
+                        app.merchants.tolerance_s
+                    ),
+                )
+                .with_status(StatusCode::UNPROCESSABLE_ENTITY),
+                Outcome::BeforePayment => ApiError::field(
+                    "occurred_at",
+                    "before_payment",
+                    "occurred_at: before the order line's payment (a refund or cancel follows it)",
+                )
+                .with_status(StatusCode::UNPROCESSABLE_ENTITY),
                 Outcome::ItemMismatch => {
                     ApiError::field("item_id", "item_mismatch", "item_id: differs from the clicked item")
                         .with_status(StatusCode::UNPROCESSABLE_ENTITY)
@@ -336,8 +356,11 @@ pub async fn get_postback(State(app): State<AppState>, RawQuery(query): RawQuery
         };
         obj.insert(k.clone(), value);
     }
-    let input: ConversionInput = serde_json::from_value(Value::Object(obj))
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?;
+    // The same field-naming errors as the JSON form (`missing field` names `field`).
+    let input: ConversionInput = serde_path_to_error::deserialize(Value::Object(obj)).map_err(|e| {
+        let path = e.path().to_string();
+        json_error(e.into_inner(), Some(path))
+    })?;
     let (status, body) = process(&app, &merchant, input).await?;
     Ok(accepted_response(status, body))
 }

@@ -25,7 +25,12 @@ pub struct ApiError {
     pub field: Option<Cow<'static, str>>,
     /// Seconds for `Retry-After` (429/503).
     pub retry_after_s: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a `401` (RFC 9110 §11.6.1: a 401 names one).
+    pub challenge: Option<&'static str>,
 }
+
+/// The admin API's challenge: a bearer token (RFC 6750 §3).
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"linkloop\"";
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -38,7 +43,7 @@ struct Envelope<'a> {
 impl ApiError {
     /// An error with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, retry_after_s: None }
+        Self { status, code, message: message.into(), field: None, retry_after_s: None, challenge: None }
     }
 
     /// `400` naming `field`.
@@ -51,9 +56,14 @@ impl ApiError {
         Self { status, ..self }
     }
 
-    /// `401 unauthorized`.
+    /// The same error with the `WWW-Authenticate` challenge `challenge`.
+    pub fn with_challenge(self, challenge: &'static str) -> Self {
+        Self { challenge: Some(challenge), ..self }
+    }
+
+    /// `401 unauthorized` with the admin API's challenge ([`BEARER_CHALLENGE`]).
     pub fn unauthorized(message: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message).with_challenge(BEARER_CHALLENGE)
     }
 
     /// `503 store_unavailable` with `Retry-After`.
@@ -82,6 +92,9 @@ impl IntoResponse for ApiError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(s) = self.retry_after_s {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Some(c) = self.challenge {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
         res
     }
@@ -149,10 +162,11 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Parses a JSON object body into `T`: `400 malformed_json` for bad syntax, `400
-/// invalid_body` with `field` naming the input at fault for the wrong shape (see
-/// [`json_error`]), including any top-level value that is not an object (serde would
-/// otherwise read a struct from a positional array, `["…", …]`).
+/// Parses a JSON object body into `T`: `400 malformed_json` for a body that is not JSON
+/// (bad syntax, or text such as `hello`), `400 invalid_body` with `field` naming the input
+/// at fault for the wrong shape (see [`json_error`]), including any top-level JSON value
+/// that is not an object (serde would otherwise read a struct from a positional array,
+/// `["…", …]`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') | None => serde_json::from_slice(body).map_err(|e| {
@@ -161,7 +175,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             let path = serde_path_to_error::deserialize::<_, T>(&mut de).err().map(|e| e.path().to_string());
             json_error(e, path)
         }),
-        Some(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "body must be a JSON object")),
+        // Valid JSON of another type is the wrong shape; anything else is not JSON at all.
+        Some(_) => Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "body must be a JSON object"),
+            Err(e) => json_error(e, None),
+        }),
     }
 }
 

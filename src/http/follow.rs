@@ -32,6 +32,15 @@ const INVALID_LINK_PAGE: &str = "<!doctype html><html lang=\"zh-CN\"><head><meta
 <body><h1>链接无效 · This link is not valid</h1><p>链接可能被截断或修改。请回到笔记重新点击。</p>\
 <p>The link may have been cut off or changed. Go back to the note and tap it again.</p></body></html>";
 
+const TOO_MANY_REQUESTS_PAGE: &str = "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+<title>请稍后再试 · Too many requests</title></head>\
+<body><h1>请稍后再试 · Too many requests</h1><p>Please wait a minute and tap the link again.</p></body></html>";
+
+const METHOD_NOT_ALLOWED_PAGE: &str = "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>请在浏览器中打开 · Open in a browser</title></head>\
+<body><h1>请在浏览器中打开 · Open this link in a browser</h1><p>请直接点击链接，或把它粘贴到浏览器地址栏。</p>\
+<p>Tap the link, or paste it into a browser's address bar: it only opens that way (GET).</p></body></html>";
+
 /// Handles `GET`/`HEAD /j/{link}`.
 pub async fn follow_link(State(app): State<AppState>, req: Request) -> Response {
     let raw = req.uri().path().strip_prefix("/j/").unwrap_or("");
@@ -105,31 +114,27 @@ fn redirect(location: &str) -> Response {
 
 /// `429` for a client past the hard per-IP limit: a short page and `Retry-After`.
 fn too_many_requests_page() -> Response {
-    let mut res = (
-        StatusCode::TOO_MANY_REQUESTS,
-        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>请稍后再试 · Too many requests</title></head>\
-<body><h1>请稍后再试 · Too many requests</h1><p>Please wait a minute and tap the link again.</p></body></html>",
-    )
-        .into_response();
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    let mut res = page(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_REQUESTS_PAGE);
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
     res
 }
 
-/// The `405` answer to a method other than `GET`/`HEAD` on a jump link: the same short
-/// page as [`invalid_link_page`], with `Allow: GET, HEAD` (RFC 9110 §15.5.6).
+/// The `405` answer to a method other than `GET`/`HEAD` on a jump link: a short page
+/// saying the link opens in a browser, with `Allow: GET, HEAD` (RFC 9110 §15.5.6).
 pub fn method_not_allowed_page() -> Response {
-    let mut res = invalid_link_page();
-    *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    let mut res = page(StatusCode::METHOD_NOT_ALLOWED, METHOD_NOT_ALLOWED_PAGE);
     res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     res
 }
 
 /// The `404` page a shopper sees for a broken, forged or unknown link.
 pub fn invalid_link_page() -> Response {
-    let mut res = (StatusCode::NOT_FOUND, INVALID_LINK_PAGE).into_response();
+    page(StatusCode::NOT_FOUND, INVALID_LINK_PAGE)
+}
+
+/// A shopper-facing page: `html` with `status`, never cached, not sniffed, no referrer.
+fn page(status: StatusCode, html: &'static str) -> Response {
+    let mut res = (status, html).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -45,9 +45,7 @@ pub async fn get_stats(
 ) -> Result<Response, ApiError> {
     require_admin(&headers, &app)?;
     let Path((dim, id)) = path.map_err(|e| ApiError::field("id", "invalid_id", format!("id: {}", e.body_text())))?;
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_query", format!("query: {}", e.body_text()))
-    })?;
+    let Query(q) = query.map_err(|e| query_error(&e))?;
     let dimension = Dimension::parse(&dim, &id).map_err(field_error)?;
     let format = choose_format(q.format.as_deref(), &headers)?;
     let tz = app.tz;
@@ -68,6 +66,16 @@ pub async fn get_stats(
     };
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
+}
+
+/// `400 invalid_query`; a parameter given twice (`?from=…&from=…`) is named in `field`.
+fn query_error(e: &QueryRejection) -> ApiError {
+    let text = e.body_text();
+    let repeated = text.split_once("duplicate field `").and_then(|(_, rest)| rest.split_once('`')).map(|(n, _)| n);
+    match repeated.and_then(|n| ["from", "to", "format"].into_iter().find(|f| *f == n)) {
+        Some(f) => ApiError::field(f, "invalid_query", format!("{f}: given more than once")),
+        None => ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_query", format!("query: {text}")),
+    }
 }
 
 fn field_error(e: StatsError) -> ApiError {

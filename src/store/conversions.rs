@@ -11,11 +11,13 @@
 //!   `{token} {record}` line each (read only, [`keys::click_slots`]); a token not there is
 //!   looked for in the legacy `ll:cr:{minute}` hash, field = click token.
 //! - `ll:order:{merchant}:{order}:{sub}` hash, one field `o` =
-//!   `{state}|{paid}|{refunded}|{currency}|{token}|{note}|{creator}|{platform}|{item}`
-//!   (state `paid`, `refunded` or `cancelled`; amounts in minor units): the order
-//!   line's state and attribution, so refunds work after the click record has
-//!   expired. Lines written by earlier versions (one hash field per value) are read
-//!   and rewritten in this form on their next event.
+//!   `{state}|{paid}|{refunded}|{currency}|{token}|{note}|{creator}|{platform}|{item}|{paid_at_ms}`
+//!   (state `paid`, `refunded` or `cancelled`; amounts in minor units; `paid_at_ms` the
+//!   payment's `occurred_at`, empty before payment): the order line's state and
+//!   attribution, so refunds work after the click record has expired, and no refund is
+//!   dated before its payment. Lines written by earlier versions (one hash field per
+//!   value, or nine fields without `paid_at_ms`: the click's time stands in for it) are
+//!   read and rewritten in this form on their next event.
 //! - `ll:conversions` stream: one entry per accepted conversion, written in the
 //!   same script as its idempotency record, so each accepted conversion appears
 //!   exactly once. Its `conversion` field is
@@ -53,6 +55,10 @@ pub enum Outcome {
     ItemMismatch,
     /// The order event is before the click or after the attribution window.
     OutsideWindow,
+    /// The order event is dated later than the server's clock allows (`latest_ms`).
+    InFuture,
+    /// A refund or cancel dated before the order line's payment (before its second).
+    BeforePayment,
     /// The order's state (named) does not allow this status.
     InvalidTransition(String),
     /// Refunds would exceed the paid amount.
@@ -71,14 +77,20 @@ if prev[1] then
   if prev[1] == fp then return {'dup', prev[2]} end
   return {'conflict'}
 end
+if occurred > tonumber(ARGV[23]) then return {'in_future'} end
 -- Values travel as the strings they arrived in: each number Lua turns back into a string
 -- costs a printf, so only refunds and cancels (which add and subtract) format any.
 local o = redis.call('HMGET', ok, 'o', 'state')
-local state, paid, refunded, ocur, token, note, creator, platform, item
+local state, paid, refunded, ocur, token, note, creator, platform, item, paid_at
 local legacy = false
 if o[1] then
-  state, paid, refunded, ocur, token, note, creator, platform, item =
-    string.match(o[1], '^(%a+)|(%d+)|(%d+)|(%u+)|([^|]+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  state, paid, refunded, ocur, token, note, creator, platform, item, paid_at =
+    string.match(o[1], '^(%a+)|(%d+)|(%d+)|(%u+)|([^|]+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(%d*)$')
+  if not state then
+    -- A line written before the payment's time was kept: nine fields.
+    state, paid, refunded, ocur, token, note, creator, platform, item =
+      string.match(o[1], '^(%a+)|(%d+)|(%d+)|(%u+)|([^|]+)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  end
   if not state then return redis.error_reply('malformed order line ' .. ok) end
 elseif o[2] then
   -- An order line written before `o` existed: one field per value.
@@ -110,13 +122,20 @@ else
 end
 if want_item ~= '' and want_item ~= item then return {'item_mismatch'} end
 token = token or ARGV[18]
-paid, refunded = paid or '0', refunded or '0'
+paid, refunded, paid_at = paid or '0', refunded or '0', paid_at or ''
+-- A refund or cancel of a payment is not dated before it: before the payment's second (or,
+-- on a line that does not keep the payment's time, the click's: a v7 token's first 48 bits).
+local function before_payment()
+  local lo = tonumber(paid_at) or tonumber(string.sub(token, 1, 8) .. string.sub(token, 10, 13), 16)
+  return lo ~= nil and occurred < lo - lo % 1000
+end
 local d_conv, d_ref, d_paid, d_refunded = '0', '0', '0', '0'
 if status == 'paid' then
   if state then return {'invalid_transition', state} end
-  state, paid, d_conv, d_paid = 'paid', ARGV[6], '1', ARGV[6]
+  state, paid, d_conv, d_paid, paid_at = 'paid', ARGV[6], '1', ARGV[6], ARGV[8]
 elseif status == 'refunded' then
   if state ~= 'paid' then return {'invalid_transition', state or 'none'} end
+  if before_payment() then return {'before_payment'} end
   if ocur ~= cur then return {'currency_mismatch'} end
   local r, p = tonumber(refunded) + amount, tonumber(paid)
   if r > p then return {'refund_exceeds_paid'} end
@@ -124,6 +143,7 @@ elseif status == 'refunded' then
   if r == p then state = 'refunded' end
 else
   if state == 'paid' then
+    if before_payment() then return {'before_payment'} end
     local left = tonumber(paid) - tonumber(refunded)
     if left > 0 then d_ref = '1' end
     d_refunded, refunded, cur = string.format('%d', left), paid, ocur
@@ -132,7 +152,7 @@ else
   end
   state = 'cancelled'
 end
-redis.call('HSET', ok, 'o', table.concat({state, paid, refunded, cur, token, note, creator, platform, item}, '|'))
+redis.call('HSET', ok, 'o', table.concat({state, paid, refunded, cur, token, note, creator, platform, item, paid_at}, '|'))
 if legacy then
   redis.call('HDEL', ok, 'state', 'paid', 'refunded', 'currency', 'token', 'note', 'creator', 'platform', 'item')
 end
@@ -293,7 +313,9 @@ pub fn script() -> redis::Script {
 }
 
 /// Records one conversion atomically. `day` is the conversion's day in the
-/// configured zone; `maxlen` caps the conversion stream (approximate).
+/// configured zone; `maxlen` caps the conversion stream (approximate); `latest_ms` is
+/// the latest `occurred_at` accepted, Unix ms (the server clock plus the callback
+/// tolerance: later is [`Outcome::InFuture`], re-deliveries of accepted reports aside).
 ///
 /// Errors: Redis errors (the script either ran entirely or not at all), and a
 /// stored result this version cannot read (kind `Client`).
@@ -304,6 +326,7 @@ pub async fn record(
     merchant: &Merchant,
     day: &str,
     maxlen: u64,
+    latest_ms: u64,
 ) -> redis::RedisResult<Outcome> {
     let allowed: String = merchant.platforms.iter().fold(String::from(","), |mut s, p| {
         s.push_str(p.as_str());
@@ -339,7 +362,8 @@ pub async fn record(
         .arg(&c.raw_status)
         .arg(&c.refund_id)
         .arg(token_ms.unwrap_or_default())
-        .arg(legacy);
+        .arg(legacy)
+        .arg(latest_ms);
     let reply: Vec<Value> = inv.invoke_async(conn).await?;
     let text = |i: usize| match reply.get(i) {
         Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
@@ -365,6 +389,8 @@ pub async fn record(
         "platform_not_allowed" => Outcome::PlatformNotAllowed(text(1)),
         "item_mismatch" => Outcome::ItemMismatch,
         "outside_window" => Outcome::OutsideWindow,
+        "in_future" => Outcome::InFuture,
+        "before_payment" => Outcome::BeforePayment,
         "invalid_transition" => Outcome::InvalidTransition(text(1)),
         "refund_exceeds_paid" => Outcome::RefundExceedsPaid,
         "currency_mismatch" => Outcome::CurrencyMismatch,

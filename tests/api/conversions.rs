@@ -102,6 +102,7 @@ async fn every_status_code_path() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Linkloop-Signature realm=\"linkloop\"");
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "missing_signature");
     // 403: this merchant may not report on JD clicks.
     let (s, v) = post(&app, &body(&jd_token, "O-3", "paid", 100, ts + 1000)).await;
@@ -295,9 +296,77 @@ async fn refund_arithmetic_and_transitions() {
     app.stop().await;
 }
 
+/// Order events are dated no later than the server clock plus the callback tolerance
+/// (300 s), and a refund or cancel no earlier than its payment's second; refused events
+/// (`422`, `field` `occurred_at`) change nothing, and a re-delivery of an accepted one is
+/// still a duplicate.
+#[tokio::test]
+async fn events_dated_ahead_of_the_clock_or_before_their_payment_are_refused() {
+    let app = spawn_app().await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let key = format!("ll:agg:item:taobao:567873872517:{}", day(ts));
+    let ahead = |ms: u64| linkloop::click::now_ms() + ms;
+    let refused = |code: &'static str| (422, Some(code), Some("occurred_at"));
+    let answer =
+        |(s, v): (u16, Value)| (s, v["code"].as_str().map(str::to_owned), v["field"].as_str().map(str::to_owned));
+    let expect = |(s, c, f): (u16, Option<&str>, Option<&str>)| (s, c.map(str::to_owned), f.map(str::to_owned));
+    // Inside the attribution window, but days ahead of the clock: refused.
+    let (s, v) = post(&app, &body(&token, "F-1", "paid", 100, ahead(3 * 86_400_000))).await;
+    assert_eq!(answer((s, v.clone())), expect(refused("occurred_in_future")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("300 s"), "{v}");
+    // Within the tolerance (a sender's clock a minute fast): accepted.
+    let paid_at = ahead(60_000);
+    assert_eq!(post(&app, &body(&token, "F-2", "paid", 10_000, paid_at)).await.0, 201);
+    // Refunds and cancels: not before the payment's second, not ahead of the clock.
+    let mut early = body(&token, "F-2", "refunded", 100, paid_at - paid_at % 1000 - 1);
+    early["refund_id"] = json!("r-early");
+    assert_eq!(answer(post(&app, &early).await), expect(refused("before_payment")));
+    let mut ancient = body(&token, "F-2", "refunded", 100, 1_577_836_800_000); // 2020-01-01
+    ancient["refund_id"] = json!("r-2020");
+    assert_eq!(answer(post(&app, &ancient).await), expect(refused("before_payment")));
+    let mut far = body(&token, "F-2", "refunded", 100, 253_402_214_400_000); // 9999-12-31
+    far["refund_id"] = json!("r-9999");
+    assert_eq!(answer(post(&app, &far).await), expect(refused("occurred_in_future")));
+    let epoch = body(&token, "F-2", "cancelled", 0, 0); // 1970-01-01
+    assert_eq!(answer(post(&app, &epoch).await), expect(refused("before_payment")));
+    // Nothing of that was counted: GMV is the payment, no refund.
+    assert_eq!(agg(&app, key.clone(), "paid:CNY").await, 10_000);
+    assert_eq!(agg(&app, key.clone(), "refunds").await, 0);
+    // In the payment's own second (whole seconds), and later: accepted.
+    let mut same_second = body(&token, "F-2", "refunded", 100, paid_at - paid_at % 1000);
+    same_second["refund_id"] = json!("r-1");
+    assert_eq!(post(&app, &same_second).await.0, 201);
+    let (s, v) = post(&app, &body(&token, "F-2", "cancelled", 0, paid_at + 1000)).await;
+    assert_eq!((s, v["gmv_delta"].as_i64()), (201, Some(-9_900)), "{v}");
+    assert_eq!(agg(&app, key.clone(), "refunded:CNY").await, 10_000);
+    // The order line keeps the payment's time as its last field.
+    let mut r = app.redis().await;
+    let line: String = r.hget("ll:order:tmall-shop:F-2:", "o").await.unwrap();
+    assert!(line.starts_with("cancelled|10000|10000|CNY|") && line.ends_with(&format!("|{paid_at}")), "{line}");
+    // A line written before the payment's time was kept (nine fields): the click's second
+    // stands in for it.
+    let paid = body(&token, "F-3", "paid", 500, ts + 1000);
+    assert_eq!(post(&app, &paid).await.0, 201);
+    let nine = format!("paid|500|0|CNY|{token}|{NOTE}|creator_01|taobao|567873872517");
+    let _: () = r.hset("ll:order:tmall-shop:F-3:", "o", &nine).await.unwrap();
+    let mut before_click = body(&token, "F-3", "refunded", 100, ts - ts % 1000 - 1);
+    before_click["refund_id"] = json!("r-b");
+    assert_eq!(answer(post(&app, &before_click).await), expect(refused("before_payment")));
+    let mut after_click = body(&token, "F-3", "refunded", 100, ts);
+    after_click["refund_id"] = json!("r-a");
+    assert_eq!(post(&app, &after_click).await.0, 201);
+    let line: String = r.hget("ll:order:tmall-shop:F-3:", "o").await.unwrap();
+    assert_eq!(line, format!("{}|", nine.replacen("paid|500|0|", "paid|500|100|", 1)));
+    // The accepted payment re-delivered is still a duplicate.
+    assert_eq!(post(&app, &paid).await.0, 200);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn attribution_window_edges() {
-    let app = spawn_app().await;
+    // Events up to 8 days ahead of the clock are accepted here (the tolerance bounds how far
+    // ahead an event may be dated), so a fresh click's window edges can be reached.
+    let app = spawn_app_with(|c| c.callback_tolerance_seconds = 8 * 86_400).await;
     let (token, ts) = clicked(&app, TAOBAO).await;
     let week = 7 * 86_400_000;
     let (s, _) = post(&app, &body(&token, "W-in", "paid", 100, ts + week - 1000)).await;
@@ -442,6 +511,27 @@ async fn batch_and_postback_forms() {
         assert_eq!(res.status(), 400, "amount {amount:?}");
         assert_eq!(res.json::<Value>().await.unwrap()["field"], "amount", "amount {amount:?}");
     }
+    // A signed postback missing a field, or with a status it cannot take, names the field
+    // as the JSON form does.
+    for (missing, status, field) in
+        [("amount", "paid", "amount"), ("occurred_at", "paid", "occurred_at"), ("", "shipped", "status")]
+    {
+        let mut p: Vec<(String, String)> = params.iter().filter(|(k, _)| k != "sig" && k != missing).cloned().collect();
+        for (k, v) in &mut p {
+            match k.as_str() {
+                "status" => *v = status.to_owned(),
+                "order_id" => *v = format!("PB-no-{field}"),
+                _ => {}
+            }
+        }
+        let sig = linkloop::conversion::auth::sign_postback(MERCHANT_SECRET_1.as_bytes(), &p);
+        p.push(("sig".into(), sig));
+        let url = reqwest::Url::parse_with_params(&format!("{}/v1/postback", app.base), &p).unwrap();
+        let res = app.client.get(url).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{field}");
+        let v = res.json::<Value>().await.unwrap();
+        assert_eq!((v["code"].as_str(), v["field"].as_str()), (Some("invalid_body"), Some(field)), "{v}");
+    }
     app.stop().await;
 }
 
@@ -495,7 +585,8 @@ async fn stats_after_scripted_mix_match_hand_totals_with_shanghai_day_boundary()
     use chrono::TimeZone as _;
 
     use crate::support::ADMIN_TOKEN;
-    let app = spawn_app().await;
+    // Orders dated up to 2 days ahead of the clock are accepted here: the next midnight is.
+    let app = spawn_app_with(|c| c.callback_tolerance_seconds = 2 * 86_400).await;
     let note = "6976204a000000000b0100ff";
     let a = app.mint(note, "creator_77", TAOBAO).await;
     let b = app.mint(note, "creator_77", "https://detail.tmall.com/item.htm?id=540212526343").await;
@@ -536,6 +627,7 @@ async fn stats_after_scripted_mix_match_hand_totals_with_shanghai_day_boundary()
     // A duplicate and a refused conversion change nothing.
     assert_eq!(post(&app, &script[0]).await.0, 200);
     assert_eq!(post(&app, &send(&tokens[2].0, "M4", "paid", 1, midnight + 8 * 86_400_000, None)).await.0, 422);
+    assert_eq!(post(&app, &send(&tokens[0].0, "M1", "refunded", 1, midnight - 2000, Some("r0"))).await.0, 422);
 
     app.state.aggregator.catch_up().await.unwrap();
     let today = day(click_ms);
@@ -660,7 +752,7 @@ async fn records_from_earlier_versions_still_answer_and_refund() {
         fields,
         std::collections::HashMap::from([(
             "o".to_owned(),
-            format!("refunded|12900|12900|CNY|{token}|{NOTE}|creator_01|taobao|567873872517")
+            format!("refunded|12900|12900|CNY|{token}|{NOTE}|creator_01|taobao|567873872517|")
         )])
     );
     // Refunded in full: nothing more to refund.

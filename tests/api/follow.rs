@@ -392,14 +392,16 @@ async fn bad_links_get_404_page_and_write_nothing() {
         assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8", "{path}");
         assert!(res.text().await.unwrap().contains("not valid"), "{path}");
     }
-    // Other methods on a valid link: the page with 405 and Allow, and no click.
+    // Other methods on a valid link: a page saying how to open it (the link is fine), 405
+    // and Allow, and no click.
     let client = reqwest::Client::new();
     for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::OPTIONS] {
         let res = client.request(method.clone(), link).send().await.unwrap();
         assert_eq!(res.status(), 405, "{method}");
         assert_eq!(res.headers()["allow"], "GET, HEAD", "{method}");
         assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8", "{method}");
-        assert!(res.text().await.unwrap().contains("not valid"), "{method}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("Open this link in a browser") && !page.contains("not valid"), "{method}: {page}");
     }
     // API paths keep their JSON envelope.
     let res = client.post(format!("{}/v1/stats/note/{NOTE}", app.base)).send().await.unwrap();

@@ -54,6 +54,7 @@ async fn errors_have_envelopes_and_write_nothing() {
         (Some("wrong"), ok.to_string(), "application/json", 401, "unauthorized", None),
         (Some(ADMIN_TOKEN), ok.to_string(), "text/plain", 415, "unsupported_media_type", None),
         (Some(ADMIN_TOKEN), "{not json".into(), "application/json", 400, "malformed_json", None),
+        (Some(ADMIN_TOKEN), "hello".into(), "application/json", 400, "malformed_json", None),
         // serde reports the first missing field, named in `field`.
         (
             Some(ADMIN_TOKEN),

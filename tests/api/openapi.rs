@@ -238,6 +238,8 @@ fn conversions_md_names_every_error_code() {
         "click_not_found",
         "outside_attribution_window",
         "item_mismatch",
+        "occurred_in_future",
+        "before_payment",
         "rate_limited",
         "store_unavailable",
     ]);

@@ -126,6 +126,7 @@ async fn stats_auth_and_errors_name_the_field() {
     for token in [None, Some("wrong")] {
         let res = get(&app, &ok, token, None).await;
         assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"linkloop\"");
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["code"], "unauthorized");
     }
@@ -143,6 +144,8 @@ async fn stats_auth_and_errors_name_the_field() {
         (format!("/v1/stats/note/{NOTE}?from=2026-03-02&to=2026-03-01"), "invalid_range", "from"),
         (too_long, "range_too_long", "to"),
         (format!("{ok}&format=xml"), "invalid_format", "format"),
+        (format!("{ok}&from=2026-02-01"), "invalid_query", "from"),
+        (format!("{ok}&format=csv&format=json"), "invalid_query", "format"),
     ];
     for (path, code, field) in cases {
         let res = get(&app, &path, Some(ADMIN_TOKEN), None).await;
