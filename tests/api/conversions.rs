@@ -496,18 +496,8 @@ async fn batch_and_postback_forms() {
     assert_eq!(res.status(), 401);
     // One amount, one spelling: a signed `+5` or `05` is refused, as in the JSON form.
     for amount in ["+5", "05", "-0", " 5", ""] {
-        let mut p: Vec<(String, String)> = params.iter().filter(|(k, _)| k != "sig").cloned().collect();
-        for (k, v) in &mut p {
-            match k.as_str() {
-                "amount" => *v = amount.to_owned(),
-                "order_id" => *v = format!("PB-{amount}"),
-                _ => {}
-            }
-        }
-        let sig = linkloop::conversion::auth::sign_postback(MERCHANT_SECRET_1.as_bytes(), &p);
-        p.push(("sig".into(), sig));
-        let url = reqwest::Url::parse_with_params(&format!("{}/v1/postback", app.base), &p).unwrap();
-        let res = app.client.get(url).send().await.unwrap();
+        let order = format!("PB-{amount}");
+        let res = send_postback(&app, &params, &[("amount", Some(amount)), ("order_id", Some(&order))]).await;
         assert_eq!(res.status(), 400, "amount {amount:?}");
         assert_eq!(res.json::<Value>().await.unwrap()["field"], "amount", "amount {amount:?}");
     }
@@ -516,23 +506,30 @@ async fn batch_and_postback_forms() {
     for (missing, status, field) in
         [("amount", "paid", "amount"), ("occurred_at", "paid", "occurred_at"), ("", "shipped", "status")]
     {
-        let mut p: Vec<(String, String)> = params.iter().filter(|(k, _)| k != "sig" && k != missing).cloned().collect();
-        for (k, v) in &mut p {
-            match k.as_str() {
-                "status" => *v = status.to_owned(),
-                "order_id" => *v = format!("PB-no-{field}"),
-                _ => {}
-            }
-        }
-        let sig = linkloop::conversion::auth::sign_postback(MERCHANT_SECRET_1.as_bytes(), &p);
-        p.push(("sig".into(), sig));
-        let url = reqwest::Url::parse_with_params(&format!("{}/v1/postback", app.base), &p).unwrap();
-        let res = app.client.get(url).send().await.unwrap();
+        let order = format!("PB-no-{field}");
+        let set = [("status", Some(status)), ("order_id", Some(order.as_str())), (missing, None)];
+        let res = send_postback(&app, &params, &set).await;
         assert_eq!(res.status(), 400, "{field}");
         let v = res.json::<Value>().await.unwrap();
         assert_eq!((v["code"].as_str(), v["field"].as_str()), (Some("invalid_body"), Some(field)), "{v}");
     }
     app.stop().await;
+}
+
+/// Sends the postback `params` (any `sig` dropped) edited by `set` (a value replaces the
+/// parameter's, `None` drops it), signed anew with merchant secret 1.
+async fn send_postback(app: &TestApp, params: &[(String, String)], set: &[(&str, Option<&str>)]) -> reqwest::Response {
+    let mut p: Vec<(String, String)> = params.iter().filter(|(k, _)| k != "sig").cloned().collect();
+    for (key, value) in set {
+        match value {
+            Some(v) => p.iter_mut().filter(|(k, _)| k == key).for_each(|(_, old)| *old = (*v).to_owned()),
+            None => p.retain(|(k, _)| k != key),
+        }
+    }
+    let sig = linkloop::conversion::auth::sign_postback(MERCHANT_SECRET_1.as_bytes(), &p);
+    p.push(("sig".into(), sig));
+    let url = reqwest::Url::parse_with_params(&format!("{}/v1/postback", app.base), &p).unwrap();
+    app.client.get(url).send().await.unwrap()
 }
 
 /// A struct is never read from a positional JSON array (serde's derive would accept
