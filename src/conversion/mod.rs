@@ -61,8 +61,8 @@ pub struct ConversionInput {
     pub refund_id: Option<String>,
     /// Amount in the currency's minor unit (fen for CNY), 0..=10^12.
     pub amount: i64,
-    /// ISO 4217 code of a currency with a minor unit, default `CNY` (`XXX`, `XTS`, metals
-    /// such as `XAU` and units of account such as `XDR` have none and are refused).
+    /// ISO 4217 code, default `CNY`. A new report must name a currency with a minor unit
+    /// ([`has_minor_unit`]); that rule is applied by the store after its duplicate check.
     #[serde(default)]
     pub currency: Option<String>,
     /// When the order event happened, RFC 3339.
@@ -144,6 +144,15 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// Whether ISO 4217 gives `code` a minor unit (CNY: 2, the fen; JPY: 0): amounts are in
+/// minor units, so a new report must name such a currency. ISO 4217 gives none to `XXX`
+/// (no currency), `XTS` (testing), metals (`XAU`, `XAG`, `XPT`, `XPD`) and units of account
+/// (`XDR`, `XBA`–`XBD`, `XSU`, `XUA`). Reports accepted before this rule stay duplicates on
+/// re-delivery, which is why the store applies it after its duplicate check.
+pub fn has_minor_unit(code: &str) -> bool {
+    iso_currency::Currency::from_code(code).and_then(|c| c.exponent()).is_some()
+}
+
 fn err(field: &'static str, message: impl Into<String>) -> FieldError {
     FieldError { field, message: message.into() }
 }
@@ -188,10 +197,8 @@ impl ConversionInput {
             return Err(err("amount", "must be positive for paid and refunded"));
         }
         let currency = self.currency.unwrap_or_else(|| "CNY".to_owned());
-        // Amounts are in minor units, so the currency must have one: ISO 4217 lists none
-        // for XXX ("no currency"), XTS (testing), metals (XAU…) and units of account (XDR…).
-        if iso_currency::Currency::from_code(&currency).and_then(|c| c.exponent()).is_none() {
-            return Err(err("currency", "must be an ISO 4217 currency with a minor unit, such as CNY"));
+        if iso_currency::Currency::from_code(&currency).is_none() {
+            return Err(err("currency", "must be an ISO 4217 code such as CNY"));
         }
         let occurred = chrono::DateTime::parse_from_rfc3339(&self.occurred_at)
             .map_err(|_| err("occurred_at", "must be an RFC 3339 timestamp, e.g. 2026-11-30T12:00:00+08:00"))?;
@@ -291,6 +298,17 @@ mod tests {
     }
 
     #[test]
+    fn minor_units_come_from_iso_4217() {
+        for code in ["CNY", "JPY", "KWD", "CLF", "USD"] {
+            assert!(has_minor_unit(code), "{code}");
+        }
+        // No currency, testing, gold, SDR; not a code at all.
+        for code in ["XXX", "XTS", "XAU", "XDR", "QQQ", "cny"] {
+            assert!(!has_minor_unit(code), "{code}");
+        }
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         type Mutation = fn(&mut ConversionInput);
         let cases: Vec<(Mutation, &str)> = vec![
@@ -302,11 +320,6 @@ mod tests {
             (|i| i.amount = 0, "amount"),
             (|i| i.currency = Some("XYZ".into()), "currency"),
             (|i| i.currency = Some("cny".into()), "currency"),
-            // ISO 4217 codes without a minor unit: no currency, testing, gold, SDR.
-            (|i| i.currency = Some("XXX".into()), "currency"),
-            (|i| i.currency = Some("XTS".into()), "currency"),
-            (|i| i.currency = Some("XAU".into()), "currency"),
-            (|i| i.currency = Some("XDR".into()), "currency"),
             (|i| i.occurred_at = "yesterday".into(), "occurred_at"),
             (|i| i.item_id = Some("12a".into()), "item_id"),
             (|i| i.refund_id = Some("r1".into()), "refund_id"),

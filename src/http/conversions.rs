@@ -4,7 +4,8 @@
 //! Order of checks: body size (413), content type (415), merchant signature on
 //! the raw bytes (401), per-merchant rate limit (429), JSON shape and fields
 //! (400), then one atomic Redis script: idempotency (200 duplicate / 409
-//! conflict), an event dated after the server clock + tolerance (422), attribution
+//! conflict), a currency without a minor unit (400), an event dated after the
+//! server clock + tolerance (422), attribution
 //! of a new order (403/422), a refund or cancel dated before its payment (422),
 //! order state and GMV (409), else 201. Refunds and cancels of a known order use the order's stored
 //! attribution (and its original click token), so they work after the click
@@ -122,6 +123,11 @@ async fn process(app: &App, merchant: &Merchant, input: ConversionInput) -> Resu
                         "occurred_at is before the click or after the attribution window",
                     )
                 }
+                Outcome::NoMinorUnit => ApiError::field(
+                    "currency",
+                    "invalid_field",
+                    "currency: must be an ISO 4217 currency with a minor unit, such as CNY",
+                ),
                 Outcome::InFuture => ApiError::field(
                     "occurred_at",
                     "occurred_in_future",
@@ -332,10 +338,10 @@ pub async fn get_postback(State(app): State<AppState>, RawQuery(query): RawQuery
             continue;
         }
         if !POSTBACK_FIELDS.contains(&k.as_str()) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("unknown parameter {k}")));
+            return Err(ApiError::named(k, "invalid_body", "unknown parameter"));
         }
         if obj.contains_key(k) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("parameter {k} repeated")));
+            return Err(ApiError::named(k, "invalid_body", "given more than once"));
         }
         let value = if k == "amount" {
             // Canonical decimal only, as the JSON form: no sign, no leading zero, so one

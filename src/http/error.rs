@@ -51,6 +51,15 @@ impl ApiError {
         Self { field: Some(Cow::Borrowed(field)), ..Self::new(StatusCode::BAD_REQUEST, code, message) }
     }
 
+    /// `400` naming an input given by the client (a query parameter's name), with the
+    /// message `{field}: {what}`.
+    pub fn named(field: &str, code: &'static str, what: &str) -> Self {
+        Self {
+            field: Some(Cow::Owned(field.to_owned())),
+            ..Self::new(StatusCode::BAD_REQUEST, code, format!("{field}: {what}"))
+        }
+    }
+
     /// The same error with another status.
     pub fn with_status(self, status: StatusCode) -> Self {
         Self { status, ..self }
@@ -168,19 +177,25 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 /// that is not an object (serde would otherwise read a struct from a positional array,
 /// `["…", …]`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') | None => serde_json::from_slice(body).map_err(|e| {
-            // Only on failure: parse again, tracking where, to name the field at fault.
-            let mut de = serde_json::Deserializer::from_slice(body);
-            let path = serde_path_to_error::deserialize::<_, T>(&mut de).err().map(|e| e.path().to_string());
-            json_error(e, path)
-        }),
-        // Valid JSON of another type is the wrong shape; anything else is not JSON at all.
-        Some(_) => Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            Ok(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "body must be a JSON object"),
-            Err(e) => json_error(e, None),
-        }),
+    let object = matches!(body.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{') | None);
+    let typed = if object { Some(serde_json::from_slice::<T>(body)) } else { None };
+    let e = match typed {
+        Some(Ok(v)) => return Ok(v),
+        Some(Err(e)) => Some(e),
+        None => None,
+    };
+    // Only on failure. Syntax first: a broken body is `malformed_json`, whichever field
+    // serde met before the break (`{"amount":"x"` is not JSON).
+    if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err(json_error(syntax, None));
     }
+    let Some(e) = e else {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "body must be a JSON object"));
+    };
+    // JSON of the wrong shape: parse again, tracking where, to name the field at fault.
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let path = serde_path_to_error::deserialize::<_, T>(&mut de).err().map(|e| e.path().to_string());
+    Err(json_error(e, path))
 }
 
 /// Maps a serde_json error to our envelope. A data error is `400 invalid_body` with `field`

@@ -72,8 +72,8 @@ pub async fn get_stats(
 fn query_error(e: &QueryRejection) -> ApiError {
     let text = e.body_text();
     let repeated = text.split_once("duplicate field `").and_then(|(_, rest)| rest.split_once('`')).map(|(n, _)| n);
-    match repeated.and_then(|n| ["from", "to", "format"].into_iter().find(|f| *f == n)) {
-        Some(f) => ApiError::field(f, "invalid_query", format!("{f}: given more than once")),
+    match repeated {
+        Some(f) => ApiError::named(f, "invalid_query", "given more than once"),
         None => ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_query", format!("query: {text}")),
     }
 }

@@ -57,6 +57,9 @@ pub enum Outcome {
     OutsideWindow,
     /// The order event is dated later than the server's clock allows (`latest_ms`).
     InFuture,
+    /// A new report in a currency without a minor unit
+    /// ([`crate::conversion::has_minor_unit`]).
+    NoMinorUnit,
     /// A refund or cancel dated before the order line's payment (before its second).
     BeforePayment,
     /// The order's state (named) does not allow this status.
@@ -77,6 +80,7 @@ if prev[1] then
   if prev[1] == fp then return {'dup', prev[2]} end
   return {'conflict'}
 end
+if ARGV[24] ~= '1' then return {'no_minor_unit'} end
 if occurred > tonumber(ARGV[23]) then return {'in_future'} end
 -- Values travel as the strings they arrived in: each number Lua turns back into a string
 -- costs a printf, so only refunds and cancels (which add and subtract) format any.
@@ -363,7 +367,8 @@ pub async fn record(
         .arg(&c.refund_id)
         .arg(token_ms.unwrap_or_default())
         .arg(legacy)
-        .arg(latest_ms);
+        .arg(latest_ms)
+        .arg(if crate::conversion::has_minor_unit(&c.currency) { "1" } else { "0" });
     let reply: Vec<Value> = inv.invoke_async(conn).await?;
     let text = |i: usize| match reply.get(i) {
         Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
@@ -390,6 +395,7 @@ pub async fn record(
         "item_mismatch" => Outcome::ItemMismatch,
         "outside_window" => Outcome::OutsideWindow,
         "in_future" => Outcome::InFuture,
+        "no_minor_unit" => Outcome::NoMinorUnit,
         "before_payment" => Outcome::BeforePayment,
         "invalid_transition" => Outcome::InvalidTransition(text(1)),
         "refund_exceeds_paid" => Outcome::RefundExceedsPaid,

@@ -513,16 +513,60 @@ async fn batch_and_postback_forms() {
         let v = res.json::<Value>().await.unwrap();
         assert_eq!((v["code"].as_str(), v["field"].as_str()), (Some("invalid_body"), Some(field)), "{v}");
     }
+    let res = send_postback(&app, &params, &[("order_id", Some("PB-foo")), ("foo", Some("1"))]).await;
+    let v = res.json::<Value>().await.unwrap();
+    assert_eq!((v["code"].as_str(), v["field"].as_str()), (Some("invalid_body"), Some("foo")), "{v}");
+    app.stop().await;
+}
+
+/// A new report in a currency ISO 4217 gives no minor unit (`XXX`, `XTS`, `XAU`, `XDR`) is
+/// refused naming `currency`, and counts nothing; one accepted before that rule is still a
+/// duplicate when delivered again.
+#[tokio::test]
+async fn currencies_without_a_minor_unit_are_refused_unless_already_accepted() {
+    let app = spawn_app().await;
+    let (token, ts) = clicked(&app, TAOBAO).await;
+    let key = format!("ll:agg:item:taobao:567873872517:{}", day(ts));
+    for (i, code) in ["XXX", "XTS", "XAU", "XDR"].into_iter().enumerate() {
+        let mut b = body(&token, &format!("CUR-{i}"), "paid", 500, ts + 1000);
+        b["currency"] = json!(code);
+        let (s, v) = post(&app, &b).await;
+        assert_eq!((s, v["code"].as_str(), v["field"].as_str()), (400, Some("invalid_field"), Some("currency")), "{v}");
+    }
+    let mut yen = body(&token, "CUR-JPY", "paid", 500, ts + 1000);
+    yen["currency"] = json!("JPY");
+    assert_eq!(post(&app, &yen).await.0, 201);
+    assert_eq!((agg(&app, key.clone(), "conversions").await, agg(&app, key.clone(), "paid:JPY").await), (1, 500));
+    // What a version without the rule left after accepting a report in XTS.
+    let mut old = body(&token, "CUR-OLD", "paid", 500, ts + 1000);
+    old["currency"] = json!("XTS");
+    let fp = serde_json::from_value::<linkloop::conversion::ConversionInput>(old.clone())
+        .unwrap()
+        .validate()
+        .unwrap()
+        .fingerprint();
+    let res = format!("{token}|{NOTE}|creator_01|taobao|567873872517|XTS|paid|500|0|500|0");
+    let mut r = app.redis().await;
+    let _: () = r
+        .hset_multiple("ll:conv:tmall-shop:CUR-OLD::paid:", &[("fp", fp.as_str()), ("res", res.as_str())])
+        .await
+        .unwrap();
+    let (s, v) = post(&app, &old).await;
+    assert_eq!((s, v["duplicate"].as_bool(), v["currency"].as_str()), (200, Some(true), Some("XTS")), "{v}");
+    assert_eq!(agg(&app, key.clone(), "conversions").await, 1);
     app.stop().await;
 }
 
 /// Sends the postback `params` (any `sig` dropped) edited by `set` (a value replaces the
-/// parameter's, `None` drops it), signed anew with merchant secret 1.
+/// parameter's or is added, `None` drops it), signed anew with merchant secret 1.
 async fn send_postback(app: &TestApp, params: &[(String, String)], set: &[(&str, Option<&str>)]) -> reqwest::Response {
     let mut p: Vec<(String, String)> = params.iter().filter(|(k, _)| k != "sig").cloned().collect();
     for (key, value) in set {
         match value {
-            Some(v) => p.iter_mut().filter(|(k, _)| k == key).for_each(|(_, old)| *old = (*v).to_owned()),
+            Some(v) => match p.iter_mut().find(|(k, _)| k == key) {
+                Some((_, old)) => *old = (*v).to_owned(),
+                None => p.push(((*key).to_owned(), (*v).to_owned())),
+            },
             None => p.retain(|(k, _)| k != key),
         }
     }

@@ -55,6 +55,9 @@ async fn errors_have_envelopes_and_write_nothing() {
         (Some(ADMIN_TOKEN), ok.to_string(), "text/plain", 415, "unsupported_media_type", None),
         (Some(ADMIN_TOKEN), "{not json".into(), "application/json", 400, "malformed_json", None),
         (Some(ADMIN_TOKEN), "hello".into(), "application/json", 400, "malformed_json", None),
+        // Broken after a field serde would refuse first: still not JSON.
+        (Some(ADMIN_TOKEN), r#"{"note_id":7"#.into(), "application/json", 400, "malformed_json", None),
+        (Some(ADMIN_TOKEN), "{} x".into(), "application/json", 400, "malformed_json", None),
         // serde reports the first missing field, named in `field`.
         (
             Some(ADMIN_TOKEN),
