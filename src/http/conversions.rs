@@ -5,11 +5,10 @@
 //! the raw bytes (401), per-merchant rate limit (429), JSON shape and fields
 //! (400), then one atomic Redis script: idempotency (200 duplicate / 409
 //! conflict), a currency without a minor unit (400), an event dated after the
-//! server clock + tolerance (422), attribution
-//! of a new order (403/422), a refund or cancel dated before its payment (422),
-//! order state and GMV (409), else 201. Refunds and cancels of a known order use the order's stored
-//! attribution (and its original click token), so they work after the click
-//! record has expired.
+//! server clock + tolerance (422), attribution of a new order (403/422), a refund
+//! or cancel dated before its payment (422), order state and GMV (409), else 201.
+//! Refunds and cancels of a known order use the order's stored attribution (and
+//! its original click token), so they work after the click record has expired.
 //! Redis unavailable: 503 + `Retry-After`, nothing written.
 
 use std::sync::Arc;
